@@ -1,0 +1,204 @@
+"""The quantiser protocol and the shared machinery behind it.
+
+A quantiser maps float32 vectors (n, d) to packed uint8 codes (n, code_size) and
+back.  Families implement only the core maths on a "work" matrix; this base does
+input validation, the optional randomized Hadamard transform (RHT), padding to
+the family's block size, byte-shape checks and serialisation.
+
+Subclass contract (all on the work domain, i.e. after RHT and padding):
+
+* ``name``, ``codec_id``, ``description`` class attributes (registered in
+  :mod:`vqsearch.quantizers.registry`).
+* ``__init__`` takes keyword-only parameters and calls ``super().__init__(rht=..., seed=...)``;
+  ``params()`` returns them (JSON-able) so that ``type(q)(**q.params())`` rebuilds an unfitted copy.
+* ``_work_dim(d_in)``: padded dimension the core needs (default: unchanged).
+* ``_fit(xw)``, ``_code_size()``, ``_encode(xw)``, ``_decode(codes)``.
+* ``_state()`` / ``_load_state(arrays)``: fitted arrays for serialisation.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .._validation import as_code_matrix, as_float_matrix
+from ..errors import DimensionMismatch, EmptyInput, InvalidSpec, NotFitted
+from ..rht import RandomizedHadamard
+
+
+class Quantizer:
+    """Base class of all quantisers (see module docstring for the subclass contract)."""
+
+    name: ClassVar[str] = ""
+    codec_id: ClassVar[int] = 0
+    format_version: ClassVar[int] = 1
+    description: ClassVar[str] = ""
+    #: True when ``fit`` learns nothing from the data beyond its dimension.
+    data_free: ClassVar[bool] = False
+    #: Smallest number of training vectors ``fit`` accepts.
+    min_train: ClassVar[int] = 1
+
+    def __init__(self, *, rht: bool = False, seed: int = 0) -> None:
+        self.rht = bool(rht)
+        self.seed = int(seed)
+        self.d: int | None = None
+        self._transform: RandomizedHadamard | None = None
+        self._d_work: int | None = None
+        self._fitted = False
+
+    # ------------------------------------------------------------------ spec
+    def params(self) -> dict[str, Any]:
+        """Constructor keyword arguments (JSON-able); ``type(q)(**q.params())`` is an unfitted copy."""
+        out = {}
+        for pname in inspect.signature(type(self).__init__).parameters:
+            if pname != "self":
+                out[pname] = getattr(self, pname)
+        return out
+
+    @property
+    def spec(self) -> str:
+        """Spec string that :func:`vqsearch.quantizers.get` turns back into an unfitted copy."""
+        body = ",".join(f"{k}={_fmt(v)}" for k, v in self.params().items())
+        return f"{self.name}:{body}" if body else self.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec} d={self.d}>"
+
+    # ----------------------------------------------------------- dimensions
+    def _work_dim(self, d_in: int) -> int:
+        return d_in
+
+    def _setup(self, d: int) -> None:
+        if d < 1:
+            raise DimensionMismatch(f"dimension must be >= 1, got {d}")
+        self.d = int(d)
+        d_in = d
+        if self.rht:
+            self._transform = RandomizedHadamard(d, seed=self.seed)
+            d_in = self._transform.n
+        self._d_work = self._work_dim(d_in)
+
+    @property
+    def fitted(self) -> bool:
+        return self._fitted
+
+    @property
+    def code_size(self) -> int:
+        """Bytes per encoded vector."""
+        self._require_fitted()
+        return self._code_size()
+
+    @property
+    def bits_per_dim(self) -> float:
+        """Code bits per input dimension (everything stored per vector counted)."""
+        return 8.0 * self.code_size / self.d
+
+    def _require_fitted(self) -> None:
+        if not self._fitted:
+            raise NotFitted(f"{self.spec} must be fitted before use (call .fit(x))")
+
+    # ------------------------------------------------------------ transform
+    def to_work(self, x: np.ndarray) -> np.ndarray:
+        """Validated (n, d) input → (n, d_work) work matrix (RHT, then zero padding)."""
+        if self._transform is not None:
+            x = self._transform.forward(x)
+        if x.shape[1] != self._d_work:
+            xw = np.zeros((x.shape[0], self._d_work), dtype=np.float32)
+            xw[:, : x.shape[1]] = x
+            return xw
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def from_work(self, xw: np.ndarray) -> np.ndarray:
+        """(n, d_work) → (n, d): drop padding, undo RHT."""
+        if self._transform is not None:
+            return self._transform.inverse(xw[:, : self._transform.n])
+        return np.ascontiguousarray(xw[:, : self.d], dtype=np.float32)
+
+    # ------------------------------------------------------------ protocol
+    def fit(self, x: np.ndarray) -> Quantizer:
+        """Train on ``x`` (float32, (n, d)); returns self.  Data-free quantisers only record ``d``."""
+        x = as_float_matrix(x, name="training data")
+        if x.shape[0] < self.min_train:
+            raise EmptyInput(
+                f"{self.name} needs at least {self.min_train} training vectors, got {x.shape[0]}"
+            )
+        self._setup(x.shape[1])
+        self._fit(self.to_work(x))
+        self._fitted = True
+        return self
+
+    def fit_dim(self, d: int) -> Quantizer:
+        """Prepare a data-free quantiser for dimension ``d`` without training data."""
+        if not self.data_free:
+            raise NotFitted(f"{self.name} learns from data: call .fit(x) instead of .fit_dim(d)")
+        self._setup(int(d))
+        self._fit(None)
+        self._fitted = True
+        return self
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Encode float32 (n, d) vectors into uint8 (n, code_size) codes."""
+        if not self._fitted and self.data_free:
+            arr = np.asarray(x)
+            if arr.ndim == 2:
+                self.fit_dim(arr.shape[1])
+        self._require_fitted()
+        x = as_float_matrix(x, d=self.d)
+        if x.shape[0] == 0:
+            return np.zeros((0, self._code_size()), dtype=np.uint8)
+        codes = self._encode(self.to_work(x))
+        return np.ascontiguousarray(codes, dtype=np.uint8)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Decode uint8 (n, code_size) codes into float32 (n, d) vectors."""
+        self._require_fitted()
+        codes = as_code_matrix(codes, code_size=self._code_size())
+        if codes.shape[0] == 0:
+            return np.zeros((0, self.d), dtype=np.float32)
+        return self.from_work(self._decode(codes))
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        """``decode(encode(x))``."""
+        return self.decode(self.encode(x))
+
+    # --------------------------------------------------------- to implement
+    def _fit(self, xw: np.ndarray | None) -> None:  # pragma: no cover - trivial default
+        pass
+
+    def _code_size(self) -> int:
+        raise NotImplementedError
+
+    def _encode(self, xw: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _decode(self, codes: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+    # ------------------------------------------------------- serialisation
+    def to_bytes(self) -> bytes:
+        """Full fitted state as a versioned, checksummed blob (see :mod:`.serialize`)."""
+        from .serialize import dump_quantizer
+
+        self._require_fitted()
+        return dump_quantizer(self)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def check_choice(name: str, value: Any, allowed: tuple) -> Any:
+    """Raise ``InvalidSpec`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise InvalidSpec(f"{name} must be one of {list(allowed)}, got {value!r}")
+    return value

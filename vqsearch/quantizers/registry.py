@@ -1,0 +1,113 @@
+"""Name → quantiser class registry and spec-string parsing.
+
+A spec is ``name[:key=value,...]``, e.g. ``"pq:m=96,nbits=4"`` or ``"e8p:rht=true"``.
+Values are converted to the type of the constructor's default (int, float, bool, str).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ..errors import InvalidSpec, UnknownQuantizer
+from .base import Quantizer
+
+_BY_NAME: dict[str, type[Quantizer]] = {}
+_ALIASES: dict[str, str] = {}
+_BY_ID: dict[int, type[Quantizer]] = {}
+
+
+def register(cls: type[Quantizer] | None = None, *, aliases: tuple[str, ...] = ()):
+    """Class decorator: register a quantiser under ``cls.name`` (plus aliases) and ``cls.codec_id``."""
+
+    def wrap(c: type[Quantizer]) -> type[Quantizer]:
+        if not c.name or c.codec_id <= 0:
+            raise TypeError(f"{c.__name__} needs a name and a positive codec_id")
+        if c.name in _BY_NAME or c.codec_id in _BY_ID:
+            raise TypeError(f"duplicate quantiser registration: {c.name} / {c.codec_id}")
+        _BY_NAME[c.name] = c
+        _BY_ID[c.codec_id] = c
+        for a in aliases:
+            _ALIASES[a] = c.name
+        return c
+
+    return wrap(cls) if cls is not None else wrap
+
+
+def _coerce(cls: type[Quantizer], key: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if default is None:
+            for conv in (int, float):
+                try:
+                    return conv(raw)
+                except ValueError:
+                    pass
+        return raw
+    except ValueError:
+        raise InvalidSpec(
+            f"{cls.name}: cannot parse {key}={raw!r} as {type(default).__name__}"
+        ) from None
+
+
+def parse_spec(spec: str) -> tuple[type[Quantizer], dict[str, Any]]:
+    """Split a spec string into (class, constructor kwargs)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidSpec(f"quantiser spec must be a non-empty string, got {spec!r}")
+    name, _, rest = spec.strip().partition(":")
+    name = name.strip().lower()
+    name = _ALIASES.get(name, name)
+    if name not in _BY_NAME:
+        raise UnknownQuantizer(
+            f"unknown quantiser {name!r}; available: {', '.join(sorted(_BY_NAME))}"
+        )
+    cls = _BY_NAME[name]
+    sig = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    kwargs: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq:
+            raise InvalidSpec(f"{spec!r}: expected key=value, got {part!r}")
+        if key not in sig:
+            raise InvalidSpec(f"{cls.name} has no parameter {key!r}; valid: {', '.join(sig)}")
+        kwargs[key] = _coerce(cls, key, value.strip(), sig[key])
+    return cls, kwargs
+
+
+def get(spec: str, **overrides: Any) -> Quantizer:
+    """Build an unfitted quantiser from a spec string; keyword overrides win over the spec."""
+    cls, kwargs = parse_spec(spec)
+    kwargs.update(overrides)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise InvalidSpec(f"{cls.name}: {exc}") from None
+
+
+def available() -> dict[str, str]:
+    """Registered quantiser names with one-line descriptions."""
+    return {name: _BY_NAME[name].description for name in sorted(_BY_NAME)}
+
+
+def by_codec_id(codec_id: int) -> type[Quantizer]:
+    if codec_id not in _BY_ID:
+        raise UnknownQuantizer(f"no quantiser with codec id {codec_id}")
+    return _BY_ID[codec_id]
+
+
+def from_bytes(blob: bytes) -> Quantizer:
+    """Restore a fitted quantiser from :meth:`Quantizer.to_bytes` output."""
+    from .serialize import load_quantizer
+
+    return load_quantizer(blob, _BY_ID)
