@@ -163,6 +163,26 @@ class Quantizer:
         """``decode(encode(x))``."""
         return self.decode(self.encode(x))
 
+    # ---------------------------------------------------------- search side
+    def work_queries(self, xq: np.ndarray) -> np.ndarray:
+        """Validated queries mapped into the work domain (RHT + zero padding), float32 (nq, d_work).
+
+        The RHT is orthogonal and padding is zero, so ⟨xq, decode(c)⟩ = ⟨work(xq), _decode(c)⟩:
+        scanners rotate each query once instead of un-rotating every candidate.
+        """
+        self._require_fitted()
+        return self.to_work(as_float_matrix(xq, d=self.d, name="queries"))
+
+    def estimate_ip(self, xq: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Inner products ⟨xq_i, decode(codes)_j⟩ as float32 (nq, n).
+
+        Default: decode in the work domain and multiply.  Families with a cheaper exact or
+        unbiased estimator (popcount, lookup tables) override this.
+        """
+        qw = self.work_queries(xq)
+        codes = as_code_matrix(codes, code_size=self._code_size())
+        return qw @ self._decode(codes).T
+
     # --------------------------------------------------------- to implement
     def _fit(self, xw: np.ndarray | None) -> None:  # pragma: no cover - trivial default
         pass
