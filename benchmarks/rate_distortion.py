@@ -36,13 +36,78 @@ DEBIAN_N = int(os.environ.get("VQSEARCH_RD_DEBIAN_N", 10_000))
 # each family's owner keeps its own list.
 FOUNDATION_ROWS: list[tuple[str, float | None]] = [
     ("float16", None),
+    ("sq8", None),
+    ("sq4", 0.0095),  # Lloyd–Max 4-bit (non-uniform levels); the best uniform 16-level quantiser has 0.01154
+    ("sq4:clip=minmax", None),
+    ("binary", 0.3634),  # 1 − 2/π
+    ("ternary", 0.1902),  # top-k with 54 % non-zeros: 1 − 0.8999²
+    ("ternary:mode=optimal", 0.1902),
+    ("ternary:mode=absmean", 0.2633),
+    ("ternary:packing=base3", 0.1902),
+    ("pq:m=192,nbits=4", None),
+    ("pq:m=96,nbits=8", None),
+    ("pq:m=384,nbits=8", None),
 ]
-LATTICE_ROWS: list[tuple[str, float | None]] = []
-TRELLIS_ROWS: list[tuple[str, float | None]] = []
+LATTICE_ROWS: list[tuple[str, float | None]] = [
+    ("e8p", 0.0915),
+    ("e8p:bits=3", 0.0295),
+    ("e8p:bits=4", 0.0096),
+    ("e8p:scale=vector", None),
+    ("e8:bits=1", None),
+    ("e8:bits=1.5", None),
+    ("e8:bits=2", None),
+    ("e8:bits=2.5", None),
+    ("e8:bits=3", None),
+    ("e8:bits=4", None),
+    ("leech:bits=1.5", None),
+    ("leech:bits=2", 0.084),  # LLVQ spherical Λ24(13); LLVQ shape–gain Λ24(12) + 1 gain bit: 0.078
+    ("leech:bits=2,scale=vector", None),
+    ("leech:bits=3", None),
+]
+TRELLIS_ROWS: list[tuple[str, float | None]] = [
+    ("trellis:bits=1,L=16,code=1mad", None),
+    ("trellis:bits=2,L=16,code=1mad", 0.0684),
+    ("trellis:bits=3,L=16,code=1mad", 0.0174),
+    ("trellis:bits=4,L=16,code=1mad", 0.00445),
+    ("trellis:bits=1,L=16,code=3inst", None),
+    ("trellis:bits=2,L=16,code=3inst", 0.0682),
+    ("trellis:bits=3,L=16,code=3inst", None),
+    ("trellis:bits=4,L=16,code=3inst", None),
+    ("trellis:bits=1,L=16,code=lut", None),
+    ("trellis:bits=2,L=16,code=lut", 0.0676),
+    ("trellis:bits=3,L=16,code=lut", None),
+    ("trellis:bits=4,L=16,code=lut", None),
+    ("trellis:bits=1,L=16,V=2,code=hyb", None),
+    ("trellis:bits=2,L=16,V=2,code=hyb", 0.0700),
+    ("trellis:bits=3,L=16,V=2,code=hyb", None),
+    ("trellis:bits=4,L=16,V=2,code=hyb", None),
+    ("trellis:bits=2,L=16,code=1mad,tail_window=64", None),
+    ("trellis:bits=2,L=14,code=1mad", None),
+    ("trellis:bits=2,L=12,code=1mad", None),
+]
 
 # Specs also run on the Debian-MiniLM vectors (relative error, with RHT where it applies).
 DEBIAN_SPECS: list[str] = [
     "float16",
+    "e8p:rht=true",
+    "e8p:rht=true,scale=vector",
+    "e8p:bits=3,rht=true",
+    "e8p:bits=4,rht=true",
+    "e8:bits=2,rht=true",
+    "binary",
+    "ternary",
+    "ternary:packing=base3",
+    "sq4",
+    "sq8",
+    "pq:m=96,nbits=4",
+    "pq:m=48,nbits=8",
+    "opq:m=96,nbits=4",
+    "trellis:bits=2,L=12,rht=true",
+    "trellis:bits=2,L=14,rht=true",
+    "leech:bits=1.5,rht=true",
+    "leech:bits=2,rht=true",
+    "leech:bits=2,rht=true,scale=vector",
+    "leech:bits=3,rht=true",
 ]
 
 

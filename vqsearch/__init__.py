@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from . import errors, quantizers
 from .errors import VQSearchError
+from .index import Index, IndexConfig, IVFConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["VQSearchError", "__version__", "errors", "quantizers"]
+
+def set_num_threads(n: int) -> None:
+    """Threads used by the numba kernels (scan, encode, decode); default: all cores."""
+    import numba
+
+    numba.set_num_threads(int(n))
+
+
+__all__ = ["IVFConfig", "Index", "IndexConfig", "VQSearchError", "__version__", "errors", "quantizers",
+           "set_num_threads"]

@@ -25,7 +25,7 @@ id   name        family
 
 from __future__ import annotations
 
-from . import float16  # noqa: F401  (registration side effects)
+from . import binary, e8, float16, leech, pq, scalar, ternary, trellis  # noqa: F401  (registration side effects)
 from .base import Quantizer
 from .registry import available, by_codec_id, from_bytes, get, parse_spec, register
 

@@ -90,6 +90,16 @@ class Quantizer:
         self._require_fitted()
         return self._code_size()
 
+    def code_size_for(self, d: int) -> int:
+        """Bytes per vector for input dimension ``d``, known before fitting.
+
+        Code sizes depend only on the dimension and the parameters, never on training data, so
+        storage can declare its column widths when an index is created, before any vector exists.
+        """
+        probe = type(self)(**self.params())
+        probe._setup(int(d))
+        return probe._code_size()
+
     @property
     def bits_per_dim(self) -> float:
         """Code bits per input dimension (everything stored per vector counted)."""
@@ -173,15 +183,24 @@ class Quantizer:
         self._require_fitted()
         return self.to_work(as_float_matrix(xq, d=self.d, name="queries"))
 
+    def decode_work(self, codes: np.ndarray) -> np.ndarray:
+        """Decode into the work domain (no inverse RHT, padding kept): float32 (n, d_work).
+
+        Pair with :meth:`work_queries`: inner products are the same as in the input domain.
+        """
+        self._require_fitted()
+        codes = as_code_matrix(codes, code_size=self._code_size())
+        if codes.shape[0] == 0:
+            return np.zeros((0, self._d_work), dtype=np.float32)
+        return self._decode(codes)
+
     def estimate_ip(self, xq: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Inner products ⟨xq_i, decode(codes)_j⟩ as float32 (nq, n).
 
         Default: decode in the work domain and multiply.  Families with a cheaper exact or
         unbiased estimator (popcount, lookup tables) override this.
         """
-        qw = self.work_queries(xq)
-        codes = as_code_matrix(codes, code_size=self._code_size())
-        return qw @ self._decode(codes).T
+        return self.work_queries(xq) @ self.decode_work(codes).T
 
     # --------------------------------------------------------- to implement
     def _fit(self, xw: np.ndarray | None) -> None:  # pragma: no cover - trivial default

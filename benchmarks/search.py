@@ -1,0 +1,196 @@
+"""Search quality and speed on the shared Debian-MiniLM set, against FAISS and hnswlib in the same run.
+
+For every configuration: bytes/vector resident during search (everything the search touches),
+build time, recall@10 (vs the exact top-10), label@10 (the query's package in the top 10),
+QPS for one batch of all 1,000 queries, and p50/p99 latency of single queries.
+
+Run::
+
+    python benchmarks/search.py                      # all configurations
+    python benchmarks/search.py --only vq            # only vqsearch rows (prefix match on the name)
+    VQSEARCH_THREADS=2 python benchmarks/search.py
+
+Then the kernel table: scan throughput of vqsearch kernels vs FAISS on the same codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import faiss  # noqa: E402
+import hnswlib  # noqa: E402
+import numba  # noqa: E402
+
+import vqsearch  # noqa: E402
+from benchmarks.common import banner, load_debian, table  # noqa: E402
+
+THREADS = int(os.environ.get("VQSEARCH_THREADS", 2))
+SINGLE_QUERIES = int(os.environ.get("VQSEARCH_SINGLE_QUERIES", 200))
+K = 10
+
+# name → Index.create keyword arguments (and per-search kwargs under "search").
+VQ_CONFIGS: dict[str, dict] = {
+    "vq flat binary → sq8": {"scan": "binary", "rescore": "sq8"},
+    "vq flat binary → sq4": {"scan": "binary", "rescore": "sq4"},
+    "vq flat binary (no rescore)": {"scan": "binary", "rescore": None},
+    "vq IVF256 binary → sq8": {"scan": "binary", "rescore": "sq8", "ivf": {"nlist": 256, "nprobe": 24}},
+}
+
+
+def recall_at(ids: np.ndarray, gt: np.ndarray, k: int = K) -> float:
+    return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ids, gt)]))
+
+
+def label_at(ids: np.ndarray, labels: np.ndarray, k: int = K) -> float:
+    return float(np.mean([lab in row[:k] for row, lab in zip(ids, labels)]))
+
+
+def measure(search: Callable[[np.ndarray], np.ndarray], xq: np.ndarray) -> dict[str, float]:
+    """Batch QPS (warm-up dropped) and single-query latency percentiles of ``search(xq) -> ids``."""
+    search(xq[:50])  # warm-up: numba compilation, page faults
+    t0 = time.perf_counter()
+    ids = search(xq)
+    qps = len(xq) / (time.perf_counter() - t0)
+    lat = []
+    for i in range(SINGLE_QUERIES):
+        t = time.perf_counter()
+        search(xq[i:i + 1])
+        lat.append(time.perf_counter() - t)
+    lat_ms = np.array(lat) * 1e3
+    return {"ids": ids, "qps": qps, "p50": float(np.percentile(lat_ms, 50)), "p99": float(np.percentile(lat_ms, 99))}
+
+
+def row(name: str, bpv: float, build_s: float, m: dict, gt: np.ndarray, labels: np.ndarray) -> list:
+    return [name, bpv, build_s, recall_at(m["ids"], gt), label_at(m["ids"], labels), m["qps"], m["p50"], m["p99"]]
+
+
+def run_vq(name: str, cfg: dict, xb: np.ndarray, xq: np.ndarray, gt, labels, workdir: Path) -> list:
+    cfg = dict(cfg)
+    search_kw = cfg.pop("search", {})
+    t0 = time.perf_counter()
+    idx = vqsearch.Index.create(workdir / name.replace(" ", "_").replace("→", "to"), dim=xb.shape[1],
+                                metric="cosine", **cfg)
+    idx.add(xb)
+    build = time.perf_counter() - t0
+    bpv = idx.stats()["bytes_per_vector"]
+    m = measure(lambda q: idx.search(q, k=K, **search_kw)[1], xq)
+    idx.close()
+    return row(name, bpv, build, m, gt, labels)
+
+
+def run_faiss(xb, xq, gt, labels) -> tuple[list, dict]:
+    d = xb.shape[1]
+    rows, extra = [], {}
+
+    def add(name, index, bpv, search):
+        t0 = time.perf_counter()
+        if not index.is_trained:
+            index.train(xb)
+        index.add(xb)
+        build = time.perf_counter() - t0
+        rows.append(row(name, bpv, build, measure(search, xq), gt, labels))
+
+    flat = faiss.IndexFlatIP(d)
+    add("faiss Flat (float32)", flat, 4 * d, lambda q: flat.search(q, K)[1])
+
+    bits = np.packbits(xb > 0, axis=1)
+    binf = faiss.IndexBinaryFlat(d)
+    t0 = time.perf_counter()
+    binf.add(bits)
+    build = time.perf_counter() - t0
+
+    def bin_refine(q):
+        _, cand = binf.search(np.packbits(q > 0, axis=1), K * 10)
+        s = np.einsum("qd,qkd->qk", q, xb[cand])
+        return np.take_along_axis(cand, np.argsort(-s, axis=1)[:, :K], axis=1)
+
+    rows.append(row("faiss BinaryFlat + float32 refine ×10", d / 8 + 4 * d, build, measure(bin_refine, xq), gt, labels))
+    extra["binary_codes"] = bits
+
+    pq = faiss.index_factory(d, "PQ96x4fs", faiss.METRIC_INNER_PRODUCT)
+    ref = faiss.IndexRefineFlat(pq)
+    ref.k_factor = 10
+    add("faiss PQ96x4fs + float32 refine ×10", ref, 48 + 4 * d, lambda q: ref.search(q, K)[1])
+    extra["pq_fastscan"] = pq
+
+    ivfpq = faiss.index_factory(d, "IVF256,PQ96x4fs", faiss.METRIC_INNER_PRODUCT)
+    ivfpq.nprobe = 24
+    add("faiss IVF256,PQ96x4fs nprobe=24", ivfpq, 48 + 8, lambda q: ivfpq.search(q, K)[1])
+
+    hnsw = faiss.IndexHNSWFlat(d, 16, faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efSearch = 64
+    add("faiss HNSW16 Flat ef=64", hnsw, 4 * d + 16 * 2 * 4, lambda q: hnsw.search(q, K)[1])
+    return rows, extra
+
+
+def run_hnswlib(xb, xq, gt, labels, target_recall: float) -> list:
+    d = xb.shape[1]
+    t0 = time.perf_counter()
+    g = hnswlib.Index(space="ip", dim=d)
+    g.init_index(max_elements=len(xb), ef_construction=200, M=16, random_seed=0)
+    g.add_items(xb, np.arange(len(xb)), num_threads=THREADS)
+    build = time.perf_counter() - t0
+    rows = []
+    chosen = None
+    for ef in (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512):
+        g.set_ef(ef)
+        ids, _ = g.knn_query(xq, k=K, num_threads=THREADS)
+        if recall_at(ids, gt) >= target_recall:
+            chosen = ef
+            break
+    chosen = chosen or 512
+    g.set_ef(chosen)
+    m = measure(lambda q: g.knn_query(q, k=K, num_threads=THREADS)[0], xq)
+    bpv = 4 * d + 16 * 2 * 4 + 8  # float32 vector + level-0 links (2M) + label
+    rows.append(row(f"hnswlib M=16 ef={chosen} (tuned to recall ≥ {target_recall:.3f})", bpv, build, m, gt, labels))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="", help="comma-separated name prefixes")
+    ap.add_argument("--target-config", default=None, help="vq config whose recall hnswlib is tuned to")
+    args = ap.parse_args()
+    numba.set_num_threads(THREADS)
+    faiss.omp_set_num_threads(THREADS)
+    banner("Search on Debian-MiniLM (60,179 × 384, 1,000 queries)")
+    data = load_debian()
+    if data is None:
+        return
+    xb, xq, gt, labels = data["xb"], data["xq"], data["gt"][:, :K], data["labels"]
+    prefixes = tuple(p for p in args.only.split(",") if p)
+
+    def wanted(name: str) -> bool:
+        return not prefixes or name.startswith(prefixes)
+
+    headers = ["configuration", "bytes/vector", "build s", "recall@10", "label@10", "QPS (batch)",
+               "p50 ms", "p99 ms"]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vqbench-") as tmp:
+        for name, cfg in VQ_CONFIGS.items():
+            if wanted(name):
+                rows.append(run_vq(name, cfg, xb, xq, gt, labels, Path(tmp)))
+                print(f"  done {name}", file=sys.stderr, flush=True)
+    if wanted("faiss"):
+        frows, _ = run_faiss(xb, xq, gt, labels)
+        rows += frows
+    if wanted("hnswlib"):
+        target = args.target_config or next(iter(VQ_CONFIGS))
+        tr = next((r[3] for r in rows if r[0] == target), 0.95)
+        rows += run_hnswlib(xb, xq, gt, labels, tr)
+    print(table(headers, rows))
+    print()
+
+
+if __name__ == "__main__":
+    main()

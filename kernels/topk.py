@@ -1,0 +1,85 @@
+"""Top-k selection without sorting all scores: bounded min-heaps, larger score = better.
+
+A heap of size k is a pair of arrays ``(vals, idx)`` whose root ``vals[0]`` is the
+smallest kept score; a new score enters only if it beats the root, so scanning n
+scores costs O(n) comparisons plus O(log k) per accepted item.  Empty slots hold
+``-inf`` / ``-1``.  ``heap_to_sorted`` turns a heap into descending order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, inline="always")
+def heap_replace_root(vals, idx, v, i):
+    """Replace the root (smallest) with (v, i) and sift down; caller checks v > vals[0]."""
+    k = vals.shape[0]
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= k:
+            break
+        right = child + 1
+        if right < k and vals[right] < vals[child]:
+            child = right
+        if vals[child] >= v:
+            break
+        vals[pos] = vals[child]
+        idx[pos] = idx[child]
+        pos = child
+    vals[pos] = v
+    idx[pos] = i
+
+
+@njit(cache=True)
+def heap_to_sorted(vals, idx):
+    """Sort a heap in place into descending score order (ties: smaller index first)."""
+    order = np.argsort(-vals, kind="mergesort")
+    v2 = vals[order]
+    i2 = idx[order]
+    vals[:] = v2
+    idx[:] = i2
+
+
+@njit(cache=True, parallel=True)
+def topk_rows(scores, k):
+    """Top-k of each row of a (nq, n) float32 matrix → (vals (nq, k) descending, cols (nq, k) int64)."""
+    nq, n = scores.shape
+    vals = np.full((nq, k), -np.inf, dtype=np.float32)
+    cols = np.full((nq, k), -1, dtype=np.int64)
+    for q in prange(nq):
+        hv = vals[q]
+        hi = cols[q]
+        row = scores[q]
+        for j in range(n):
+            s = row[j]
+            if s > hv[0]:
+                heap_replace_root(hv, hi, s, j)
+        heap_to_sorted(hv, hi)
+    return vals, cols
+
+
+@njit(cache=True, parallel=True)
+def merge_topk(vals_a, ids_a, vals_b, ids_b, k):
+    """Merge two per-query sorted candidate lists (e.g. from two segments) into the best k."""
+    nq = vals_a.shape[0]
+    out_v = np.full((nq, k), -np.inf, dtype=np.float32)
+    out_i = np.full((nq, k), -1, dtype=np.int64)
+    for q in prange(nq):
+        a = 0
+        b = 0
+        na = vals_a.shape[1]
+        nb = vals_b.shape[1]
+        for t in range(k):
+            take_a = a < na and (b >= nb or vals_a[q, a] >= vals_b[q, b])
+            if take_a:
+                out_v[q, t] = vals_a[q, a]
+                out_i[q, t] = ids_a[q, a]
+                a += 1
+            elif b < nb:
+                out_v[q, t] = vals_b[q, b]
+                out_i[q, t] = ids_b[q, b]
+                b += 1
+    return out_v, out_i

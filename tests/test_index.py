@@ -1,0 +1,171 @@
+"""vqsearch.Index: correctness against exact search, metrics, writes, filters, errors, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import clustered
+from vqsearch import Index, errors
+
+
+def exact_topk(xq: np.ndarray, xb: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    if metric == "cosine":
+        xq = xq / np.linalg.norm(xq, axis=1, keepdims=True)
+        xb = xb / np.linalg.norm(xb, axis=1, keepdims=True)
+    if metric == "l2":
+        d = (xq**2).sum(1)[:, None] + (xb**2).sum(1)[None] - 2 * xq @ xb.T
+        order = np.argsort(d, axis=1)[:, :k]
+    else:
+        d = xq @ xb.T
+        order = np.argsort(-d, axis=1)[:, :k]
+    return np.take_along_axis(d, order, axis=1), order
+
+
+def recall(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(got, ref)]))
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = clustered(6000, 48, seed=1)
+    return x[:5000], x[5000:5100]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_float16_rescore_matches_exact(metric, data, tmp_path):
+    xb, xq = data
+    with Index.create(tmp_path / "i", dim=48, metric=metric, scan="binary", rescore="float16") as idx:
+        idx.add(xb)
+        dist, ids = idx.search(xq, k=10, oversample=40)
+    ref_d, ref_i = exact_topk(xq, xb, 10, metric)
+    r = recall(ids, ref_i)
+    assert r >= 0.97, f"recall@10 {r:.3f} < 0.97 with float16 rescoring of 400 candidates"
+    # Returned scores are the float16 reconstruction's: close to exact, ordered best first.
+    hit = ids == ref_i
+    np.testing.assert_allclose(dist[hit], ref_d[hit], rtol=2e-2, atol=2e-2)
+    if metric == "l2":
+        assert (np.diff(dist, axis=1) >= 0).all()
+    else:
+        assert (np.diff(dist, axis=1) <= 0).all()
+
+
+@pytest.mark.parametrize("scan,rescore,threshold", [
+    ("binary", "sq8", 0.9), ("binary", None, 0.3), ("float16", None, 0.99), ("sq8", "float16", 0.97),
+])
+def test_recall_by_configuration(scan, rescore, threshold, data):
+    xb, xq = data
+    idx = Index.create(None, dim=48, scan=scan, rescore=rescore)
+    idx.add(xb)
+    _, ids = idx.search(xq, k=10)
+    r = recall(ids, exact_topk(xq, xb, 10, "cosine")[1])
+    assert r >= threshold, f"{scan}->{rescore}: recall@10 {r:.3f} below {threshold}"
+
+
+def test_ivf_full_probe_equals_flat(data):
+    xb, xq = data
+    flat = Index.create(None, dim=48, scan="binary", rescore="float16")
+    ivf = Index.create(None, dim=48, scan="binary", rescore="float16", ivf={"nlist": 16, "nprobe": 4})
+    flat.add(xb)
+    ivf.add(xb)
+    _, a = flat.search(xq, k=10, oversample=50)
+    _, b = ivf.search(xq, k=10, oversample=50, nprobe=16)
+    assert recall(b, a) >= 0.99
+    _, c = ivf.search(xq, k=10, oversample=50, nprobe=1)
+    assert recall(c, a) < recall(b, a)  # fewer lists probed → lower recall on clustered data
+
+
+def test_single_and_batch_queries_agree(data):
+    xb, xq = data
+    idx = Index.create(None, dim=48)
+    idx.add(xb)
+    _, batch = idx.search(xq[:20], k=5)
+    single = np.vstack([idx.search(xq[i:i + 1], k=5)[1] for i in range(20)])
+    np.testing.assert_array_equal(single, batch)
+
+
+def test_ids_deletes_and_upserts(data):
+    xb, xq = data
+    idx = Index.create(None, dim=48, scan="binary", rescore="float16")
+    ids = idx.add(xb[:1000], ids=np.arange(1000, 2000))
+    np.testing.assert_array_equal(ids, np.arange(1000, 2000))
+    assert idx.add(xb[1000:1010]).tolist() == list(range(2000, 2010))
+    _, found = idx.search(xb[:50], k=1)
+    deleted = found[:, 0]
+    idx.delete(np.unique(deleted))
+    _, after = idx.search(xb[:50], k=10)
+    assert not set(after.ravel()) & set(deleted.tolist()), "deleted ids were returned"
+    # upsert moves id 1500 onto the vector of a query; it must now be found first.
+    idx.upsert(xq[:1], ids=[1500])
+    _, top = idx.search(xq[:1], k=1)
+    assert top[0, 0] == 1500
+    assert len(idx) == 1010 - len(np.unique(deleted))
+    with pytest.raises(errors.UnknownIds, match="not"):
+        idx.delete([999_999])
+    with pytest.raises(errors.Conflict, match="already exist"):
+        idx.add(xb[:1], ids=[1500])
+
+
+def test_filters_and_exact_fallback(data):
+    xb, xq = data
+    section = np.where(np.arange(len(xb)) % 10 == 0, "rare", "common")
+    year = np.arange(len(xb)) % 50 + 1980
+    idx = Index.create(None, dim=48, scan="binary", rescore="float16")
+    idx.add(xb, metadata={"section": section, "year": year})
+    _, ids = idx.search(xq, k=10, filter={"section": "rare"})
+    assert (ids >= 0).all() and (section[ids] == "rare").all()
+    sub = np.flatnonzero(section == "rare")
+    ref = sub[exact_topk(xq, xb[sub], 10, "cosine")[1]]
+    assert recall(ids, ref) >= 0.95  # few rows: exact rescoring of the selection
+    _, ids = idx.search(xq, k=5, filter={"and": [{"year": {"gte": 2025}}, {"section": "common"}]})
+    valid = ids[ids >= 0]
+    assert (year[valid] >= 2025).all() and (section[valid] == "common").all()
+    _, none = idx.search(xq[:2], k=3, filter={"year": {"gt": 3000}})
+    assert (none == -1).all()
+    with pytest.raises(errors.InvalidInput, match="unknown"):
+        idx.search(xq, k=3, filter={"nope": 1})
+
+
+def test_bad_inputs_raise_typed_errors(data, tmp_path):
+    xb, xq = data
+    idx = Index.create(tmp_path / "x", dim=48)
+    with pytest.raises(errors.EmptyInput, match="empty"):
+        idx.search(xq, k=1)
+    idx.add(xb[:100])
+    with pytest.raises(errors.DimensionMismatch, match="dimension 47, expected 48"):
+        idx.search(xq[:, :47], k=1)
+    with pytest.raises(errors.NonFiniteInput, match="NaN"):
+        idx.search(np.full((1, 48), np.nan, np.float32), k=1)
+    for k in (0, -1, 1.5, True):
+        with pytest.raises(errors.InvalidInput, match="k must be a positive integer"):
+            idx.search(xq, k=k)
+    with pytest.raises(errors.InvalidInput, match="exceeds the number of vectors"):
+        idx.search(xq, k=101)
+    with pytest.raises(errors.EmptyInput, match="empty"):
+        idx.add(np.zeros((0, 48), np.float32))
+    with pytest.raises(errors.InvalidInput, match="duplicate ids"):
+        idx.add(xb[:2], ids=[7, 7])
+    with pytest.raises(errors.InvalidInput, match="metric must be one of"):
+        Index.create(None, dim=4, metric="hamming")
+    with pytest.raises(errors.UnknownQuantizer, match="unknown quantiser"):
+        Index.create(None, dim=4, scan="bogus")
+    with pytest.raises(errors.AlreadyExists, match="already"):
+        Index.create(tmp_path / "x", dim=48)
+    assert len(idx) == 100  # nothing above changed the index
+
+
+def test_reopen_gives_identical_results(data, tmp_path):
+    xb, xq = data
+    path = tmp_path / "idx"
+    with Index.create(path, dim=48, scan="binary", rescore="sq8", ivf={"nlist": 8, "nprobe": 3}) as idx:
+        idx.add(xb[:3000])
+        idx.add(xb[3000:])
+        d1, i1 = idx.search(xq, k=10)
+        v = idx.versions()
+    with Index.open(path, read_only=True) as again:
+        d2, i2 = again.search(xq, k=10)
+        assert len(again) == len(xb)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(d1, d2)
+    with Index.open(path, version=v[-2].version) as old:
+        assert len(old) == 3000

@@ -1,0 +1,111 @@
+"""Scan and top-k kernels against numpy references (odd sizes, ties, masks, ranges)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vqsearch.kernels.scan import bitplane_scan_topk, hamming_scan_topk, lut_scan_topk, lut_scan_topk_split
+from vqsearch.kernels.topk import merge_topk, topk_rows
+
+EMPTY_F = np.zeros(0, np.float32)
+EMPTY_B = np.zeros(0, np.bool_)
+
+
+def _full_ranges(nq: int, n: int) -> np.ndarray:
+    r = np.zeros((nq, 1, 2), np.int64)
+    r[:, 0, 1] = n
+    return r
+
+
+def _ref_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), order
+
+
+@pytest.mark.parametrize("n,nbytes,k", [(1, 1, 1), (37, 3, 5), (1000, 13, 17), (513, 48, 100)])
+def test_lut_scan_matches_numpy(n, nbytes, k, rng):
+    nq = 4
+    codes = rng.integers(0, 256, (n, nbytes + 2), dtype=np.uint8)  # extra trailing bytes are ignored
+    tables = rng.standard_normal((nq, nbytes, 256)).astype(np.float32)
+    row_a = rng.standard_normal(n).astype(np.float32)
+    row_b = rng.uniform(0.5, 2, n).astype(np.float32)
+    live = rng.random(n) > 0.2
+    bias = rng.standard_normal((nq, 1)).astype(np.float32)
+    k_eff = min(k, int(live.sum()))
+    vals, rows = lut_scan_topk(tables, codes, row_a, row_b, _full_ranges(nq, n), bias, live, k)
+    ref = np.stack([tables[q][np.arange(nbytes), codes[:, :nbytes]].sum(axis=1) for q in range(nq)])
+    ref = ref * row_b + row_a + bias
+    ref[:, ~live] = -np.inf
+    rv, rr = _ref_topk(ref, k_eff)
+    np.testing.assert_allclose(vals[:, :k_eff], rv, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(np.sort(rows[:, :k_eff], axis=1), np.sort(rr, axis=1))
+    assert (rows[:, k_eff:] == -1).all() and np.isneginf(vals[:, k_eff:]).all()
+
+
+def test_lut_scan_ranges_and_split_agree(rng):
+    n, nbytes, k = 2000, 7, 25
+    codes = rng.integers(0, 256, (n, nbytes), dtype=np.uint8)
+    table = rng.standard_normal((1, nbytes, 256)).astype(np.float32)
+    ranges = np.array([[[100, 400], [1500, 1500], [900, 1999]]], np.int64)
+    bias = np.array([[0.0, 5.0, 1.0]], np.float32)
+    v1, r1 = lut_scan_topk(table, codes, EMPTY_F, EMPTY_F, ranges, bias, EMPTY_B, k)
+    for chunks in (1, 2, 3, 7):
+        v2, r2 = lut_scan_topk_split(table[0], codes, EMPTY_F, EMPTY_F, ranges[0], bias[0], EMPTY_B, k, chunks)
+        np.testing.assert_array_equal(r2, r1[0])
+        np.testing.assert_allclose(v2, v1[0], rtol=1e-6)
+    ref = table[0][np.arange(nbytes), codes].sum(axis=1)
+    ref = ref + np.where((np.arange(n) >= 900) & (np.arange(n) < 1999), 1.0, 0.0)
+    ref[:100] = -np.inf
+    ref[400:900] = -np.inf
+    ref[1999:] = -np.inf
+    np.testing.assert_array_equal(np.sort(r1[0]), np.sort(np.argsort(-ref)[:k]))
+
+
+@pytest.mark.parametrize("d", [1, 3, 7, 97, 384, 1000])
+def test_bitplane_and_hamming_match_numpy(d, rng):
+    n, nq, k, B = 300, 3, 9, 4
+    nbytes = (d + 7) // 8
+    nwords = (nbytes + 7) // 8
+    packed = np.zeros((n, nwords * 8 + 8), np.uint8)  # + one trailing word of other data
+    packed[:, :nbytes] = np.packbits(rng.random((n, d)) > 0.5, axis=1)
+    packed[:, nwords * 8:] = 0xFF
+    words = packed.view(np.uint64)
+    q = rng.standard_normal((nq, d)).astype(np.float32)
+    lo = q.min(axis=1, keepdims=True)
+    delta = (q.max(axis=1, keepdims=True) - lo) / (2**B - 1)
+    delta[delta == 0] = 1.0  # constant query (d = 1)
+    u = np.rint((q - lo) / delta).astype(np.uint8)
+    planes = np.zeros((nq, B, nwords * 8), np.uint8)
+    for j in range(B):
+        planes[:, j, :nbytes] = np.packbits((u >> j) & 1, axis=1)
+    qd = lo + delta * u
+    coef = np.stack([2 * delta[:, 0], 2 * lo[:, 0], -qd.sum(axis=1)], axis=1).astype(np.float32)
+    vals, rows = bitplane_scan_topk(planes.view(np.uint64).reshape(nq, B, nwords), coef, words, nwords,
+                                    EMPTY_F, EMPTY_F, _full_ranges(nq, n), np.zeros((nq, 1), np.float32),
+                                    EMPTY_B, k)
+    signs = np.unpackbits(packed[:, :nbytes], axis=1, count=d).astype(np.float64) * 2 - 1
+    ref = qd.astype(np.float64) @ signs.T
+    np.testing.assert_allclose(vals, np.take_along_axis(ref, rows, axis=1), rtol=1e-4, atol=1e-3)
+    assert (np.take_along_axis(ref, rows, axis=1)[:, -1:] >= np.sort(ref, axis=1)[:, -k:-k + 1] - 1e-3).all()
+
+    qbits = np.zeros((nq, nwords * 8), np.uint8)
+    qbits[:, :nbytes] = np.packbits(q > 0, axis=1)
+    hv, hr = hamming_scan_topk(qbits.view(np.uint64), words, nwords, _full_ranges(nq, n), EMPTY_B, k)
+    ham = (np.unpackbits(qbits[:, :nbytes], axis=1, count=d)[:, None, :]
+           != np.unpackbits(packed[:, :nbytes], axis=1, count=d)[None]).sum(axis=2)
+    np.testing.assert_array_equal(-hv, np.take_along_axis(ham, hr, axis=1))
+    # tie-aware: the k-th returned distance equals the k-th smallest distance
+    np.testing.assert_array_equal(-hv[:, -1], np.sort(ham, axis=1)[:, k - 1])
+
+
+def test_topk_rows_ties_and_merge(rng):
+    scores = np.round(rng.standard_normal((5, 200)), 1).astype(np.float32)  # many ties
+    vals, cols = topk_rows(scores, 10)
+    np.testing.assert_array_equal(vals, -np.sort(-scores, axis=1)[:, :10])
+    np.testing.assert_array_equal(np.take_along_axis(scores, cols, axis=1), vals)
+    a_v, a_i = topk_rows(scores[:, :100], 10)
+    b_v, b_i = topk_rows(scores[:, 100:], 10)
+    m_v, m_i = merge_topk(a_v, a_i, b_v, b_i + 100, 10)
+    np.testing.assert_array_equal(m_v, vals)
+    np.testing.assert_array_equal(np.take_along_axis(scores, m_i, axis=1), vals)

@@ -1,0 +1,574 @@
+"""Storage layer: segments, manifests, versions, GC, compaction, locking, corruption handling.
+
+Every test compares the store against a plain-Python model (dict id -> generation)
+and derives expected row contents independently from (id, generation).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from vqsearch.errors import (
+    AlreadyExists,
+    Conflict,
+    CorruptData,
+    DimensionMismatch,
+    InvalidCodes,
+    InvalidInput,
+    NonFiniteInput,
+    NotFound,
+    UnknownIds,
+)
+from vqsearch.storage import Store, StoreConfig, StorePolicy
+from vqsearch.storage.manifest import list_versions
+
+ROOT = Path(__file__).resolve().parent.parent
+CODES = {"scan": 8, "rescore": 16}
+DIM = 4
+
+
+# ------------------------------------------------------------------ helpers
+def expected_rows(ids: np.ndarray, gen: int) -> dict:
+    """Deterministic row contents for (id, generation): what the store must return."""
+    ids = np.asarray(ids, dtype=np.uint64)
+    key = (ids[:, None] * np.uint64(2654435761) + np.uint64(gen) * np.uint64(97)
+           + np.arange(24, dtype=np.uint64)[None, :])
+    raw = (key % np.uint64(251)).astype(np.uint8)
+    return {
+        "scan": raw[:, :8].copy(),
+        "rescore": raw[:, 8:24].copy(),
+        "vectors": (raw[:, :DIM].astype(np.float32) - 100.0) / 8.0,
+        "list": (ids % np.uint64(7)).astype(np.int32),
+        "meta": {"section": [f"s{int(i) % 3}" for i in ids], "year": [2000 + (int(i) + gen) % 30 for i in ids],
+                 "gen": [gen] * len(ids)},
+    }
+
+
+def write(store: Store, ids, gen: int, *, upsert: bool = False, metadata: bool = True) -> int:
+    ids = np.asarray(ids, dtype=np.uint64)
+    r = expected_rows(ids, gen)
+    return store.write(ids, {"scan": r["scan"], "rescore": r["rescore"]}, r["vectors"],
+                       r["meta"] if metadata else None, extra={"list": r["list"]}, upsert=upsert)
+
+
+def config(**policy) -> StoreConfig:
+    return StoreConfig(code_columns=dict(CODES), dim=DIM, vector_dtype="float16",
+                       blobs={"scan": b"quantiser-state-1"}, config={"metric": "cosine"},
+                       policy=StorePolicy(**policy))
+
+
+def check_matches(snap, model: dict[int, int]) -> None:
+    """The snapshot holds exactly the ids of ``model``, each with its latest generation's contents."""
+    live = np.concatenate([s.ids[s.live] for s in snap.segments]) if snap.segments else np.empty(0, np.uint64)
+    assert sorted(live.tolist()) == sorted(model)
+    assert snap.num_rows == len(model)
+    for gen in set(model.values()):
+        ids = np.array(sorted(i for i, g in model.items() if g == gen), dtype=np.uint64)
+        rows = snap.get(ids)
+        exp = expected_rows(ids, gen)
+        np.testing.assert_array_equal(rows.columns["scan"], exp["scan"])
+        np.testing.assert_array_equal(rows.columns["rescore"], exp["rescore"])
+        np.testing.assert_array_equal(rows.vectors, exp["vectors"].astype(np.float16))
+        np.testing.assert_array_equal(rows.extra["list"], exp["list"])
+        assert rows.metadata.column("gen").to_pylist() == [gen] * len(ids)
+        assert rows.metadata.column("year").to_pylist() == exp["meta"]["year"]
+
+
+def listing(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def rewrite_manifest(root: Path, version: int, edit) -> None:
+    """Edit a manifest body and re-seal it with a valid checksum (to test validation beyond the CRC)."""
+    path = root / "_manifests" / f"{version:08d}.json"
+    doc = json.loads(path.read_text())
+    edit(doc["body"])
+    canon = json.dumps(doc["body"], sort_keys=True, separators=(",", ":"))
+    doc["crc32"] = zlib.crc32(canon.encode())
+    path.write_text(json.dumps(doc))
+
+
+@pytest.fixture
+def store(tmp_path):
+    st = Store.create(tmp_path / "idx", config())
+    yield st
+    st.close()
+
+
+# ------------------------------------------------------------------ basics
+def test_roundtrip_upsert_delete_and_reopen_in_new_process(store, tmp_path):
+    model: dict[int, int] = {}
+    write(store, np.arange(0, 50), 1)
+    model.update(dict.fromkeys(range(50), 1))
+    write(store, np.arange(40, 60), 2, upsert=True)  # 40..49 replaced, 50..59 new: newest wins
+    model.update(dict.fromkeys(range(40, 60), 2))
+    store.delete([0, 5, 45, 59])
+    for i in (0, 5, 45, 59):
+        del model[i]
+    check_matches(store.snapshot(), model)
+    store.close()
+
+    reopened = Store.open(tmp_path / "idx", read_only=True)
+    check_matches(reopened.snapshot(), model)
+    assert reopened.config == {"metric": "cosine"} and reopened.blobs == {"scan": b"quantiser-state-1"}
+
+    ids = sorted(model)
+    code = ("import hashlib, sys, numpy as np\nfrom vqsearch.storage import Store\n"
+            f"s = Store.open({str(tmp_path / 'idx')!r}, read_only=True).snapshot()\n"
+            f"r = s.get(np.array({ids}, dtype=np.uint64))\n"
+            "h = hashlib.sha256()\n"
+            "for a in (r.columns['scan'], r.columns['rescore'], r.vectors, r.extra['list']): h.update(a.tobytes())\n"
+            "h.update(str(r.metadata.to_pylist()).encode()); sys.stdout.write(h.hexdigest())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    import hashlib
+
+    r = reopened.snapshot().get(np.array(ids, dtype=np.uint64))
+    h = hashlib.sha256()
+    for a in (r.columns["scan"], r.columns["rescore"], r.vectors, r.extra["list"]):
+        h.update(a.tobytes())
+    h.update(str(r.metadata.to_pylist()).encode())
+    assert out.stdout == h.hexdigest()
+
+
+def test_views_are_readonly_memory_maps_and_open_reads_no_data(store, tmp_path):
+    write(store, np.arange(100), 1)
+    store.close()
+    st = Store.open(tmp_path / "idx", read_only=True)
+    seg = st.snapshot().segments[0]
+    assert seg.segment.verified_columns == frozenset()  # O(manifest) open: nothing checksummed yet
+    scan = seg.column("scan")
+    assert scan.shape == (100, CODES["scan"]) and scan.dtype == np.uint8
+    assert not scan.flags.writeable and not scan.flags.owndata
+    assert seg.segment.verified_columns == {"code:scan"}  # lazily, only the column that was used
+    assert seg.ids.dtype == np.uint64 and seg.vectors.dtype == np.float16 and seg.extra("list").dtype == np.int32
+    with pytest.raises(InvalidInput, match="unknown code column 'nope'"):
+        seg.column("nope")
+
+
+def test_get_unknown_ids_and_add_existing_ids(store):
+    write(store, np.arange(10), 1)
+    with pytest.raises(UnknownIds, match=r"2 id\(s\) not found: \[11, 12\]"):
+        store.snapshot().get([3, 11, 12])
+    with pytest.raises(Conflict, match=r"1 id\(s\) already exist \(use upsert"):
+        write(store, [9, 10], 2)
+    got = store.snapshot().get([7, 7, 2])  # repeated ids and request order are kept
+    np.testing.assert_array_equal(got.ids, [7, 7, 2])
+    np.testing.assert_array_equal(got.columns["scan"], expected_rows(np.array([7, 7, 2]), 1)["scan"])
+
+
+def test_create_existing_and_open_missing(tmp_path):
+    Store.create(tmp_path / "a", config()).close()
+    with pytest.raises(AlreadyExists, match="an index already exists"):
+        Store.create(tmp_path / "a", config())
+    with pytest.raises(NotFound, match="no index at"):
+        Store.open(tmp_path / "missing")
+
+
+def test_metadata_inputs_schema_declared_once(tmp_path):
+    st = Store.create(tmp_path / "m", StoreConfig(code_columns={"c": 2}, dim=3))
+
+    def codes(n):
+        return {"c": np.zeros((n, 2), np.uint8)}
+
+    st.write([0, 1], codes(2))  # before any metadata: rows get nulls later
+    st.write([2, 3], codes(2), metadata={"tag": ["x", "y"], "n": np.array([1, 2])})
+    st.write([4, 5], codes(2), metadata=pd.DataFrame({"n": [3, 4], "tag": pd.Categorical(["z", "x"])}))
+    st.write([6], codes(1), metadata=pa.table({"tag": pa.array(["w"], pa.string()), "n": pa.array([5], pa.int8())}))
+    st.write([7], codes(1), metadata=pa.record_batch({"tag": ["v"], "n": [6]}))
+    schema = st.snapshot().metadata_schema
+    assert schema.field("tag").type == pa.large_string() and schema.field("n").type == pa.int64()
+    meta = st.snapshot().get(np.arange(8)).metadata
+    assert meta.column("tag").to_pylist() == [None, None, "x", "y", "z", "x", "w", "v"]
+    assert meta.column("n").to_pylist() == [None, None, 1, 2, 3, 4, 5, 6]
+    st.compact()  # merges segments written with and without metadata
+    assert st.stats()["segments"] == 1
+    assert st.snapshot().get(np.arange(8)).metadata.equals(meta)
+    masks = st.snapshot().filter_masks({"n": {"gte": 3}, "tag": {"nin": ["w"]}})
+    got = np.concatenate([s.ids[m] for s, m in zip(st.snapshot().segments, masks)])
+    assert sorted(got.tolist()) == [4, 5, 7]
+    with pytest.raises(InvalidInput, match=r"metadata column 'n' has type string, expected int64"):
+        st.write([8], codes(1), metadata={"tag": ["a"], "n": ["not a number"]})
+    with pytest.raises(InvalidInput, match=r"missing \['n'\], unexpected \['m'\]"):
+        st.write([8], codes(1), metadata={"tag": ["a"], "m": [1]})
+    with pytest.raises(InvalidInput, match=r"metadata has 2 rows, expected 1"):
+        st.write([8], codes(1), metadata={"tag": ["a", "b"], "n": [1, 2]})
+    with pytest.raises(InvalidInput, match="reserved by the filter language"):
+        Store.create(tmp_path / "r", StoreConfig(code_columns={}, dim=1,
+                                                 metadata_schema=pa.schema([("and", pa.int8())])))
+    st.close()
+
+
+def test_time_travel(tmp_path):
+    store = Store.create(tmp_path / "idx", config(auto_compact=False))
+    v1 = write(store, np.arange(10), 1)
+    v2 = write(store, np.arange(5, 15), 2, upsert=True)
+    v3 = store.delete(np.arange(0, 3))
+    assert [v.version for v in store.versions()] == [1, v1, v2, v3]
+    assert [v.rows for v in store.versions()] == [0, 10, 15, 12]
+    old = Store.open(tmp_path / "idx", version=v1, read_only=True)
+    check_matches(old.snapshot(), dict.fromkeys(range(10), 1))
+    mid = Store.open(tmp_path / "idx", version=v2, read_only=True)
+    check_matches(mid.snapshot(), {**dict.fromkeys(range(5), 1), **dict.fromkeys(range(5, 15), 2)})
+    with pytest.raises(InvalidInput, match="time travel.*read-only"):
+        Store.open(tmp_path / "idx", version=v1, read_only=False)
+    assert Store.open(tmp_path / "idx", version=v1).read_only  # time travel implies read-only
+    with pytest.raises(NotFound, match="version 99 .* is not retained"):
+        Store.open(tmp_path / "idx", version=99, read_only=True)
+    assert store.restore(v1) == v3 + 1
+    check_matches(store.snapshot(), dict.fromkeys(range(10), 1))
+    store.close()
+
+
+def test_retention_and_gc_keep_exactly_what_retained_versions_reference(tmp_path):
+    root = tmp_path / "g"
+    st = Store.create(root, config(keep_versions=3, merge_fanout=3, target_segment_bytes=1 << 16))
+    model: dict[int, int] = {}
+    rng = np.random.default_rng(4)
+    for gen in range(1, 40):
+        ids = rng.choice(300, size=int(rng.integers(1, 30)), replace=False)
+        if gen % 5 == 0:
+            present = [i for i in ids if i in model]
+            if present:
+                st.delete(present)
+                for i in present:
+                    del model[i]
+            continue
+        write(st, ids, gen, upsert=True)
+        model.update(dict.fromkeys(ids.tolist(), gen))
+    (root / "segments" / ("0" * 32 + ".arrow")).write_bytes(b"orphan from a crashed writer")
+    write(st, [1000], 99)
+    model[1000] = 99
+    versions = list_versions(root)
+    assert len(versions) == 3 and versions[-1] == st.version
+    referenced: set[str] = set()
+    for v in versions:
+        old = Store.open(root, version=v, read_only=True)
+        assert old.verify() == []  # every retained version is complete on disk
+        referenced |= old.snapshot().manifest.files()
+    on_disk = {str(p.relative_to(root)) for sub in ("segments", "deletions", "quantizers")
+               for p in (root / sub).iterdir()}
+    assert on_disk == referenced
+    check_matches(st.snapshot(), model)
+    st.close()
+
+
+def test_pinned_snapshot_survives_newer_versions_and_gc(tmp_path):
+    st = Store.create(tmp_path / "p", config(keep_versions=1))
+    write(st, np.arange(20), 1)
+    pinned = st.snapshot()
+    write(st, np.arange(20), 2, upsert=True)
+    st.compact()  # the pinned version's files are now unreferenced and deleted
+    assert not (tmp_path / "p" / pinned.segments[0].name).exists()
+    check_matches(pinned, dict.fromkeys(range(20), 1))
+    check_matches(st.snapshot(), dict.fromkeys(range(20), 2))
+    st.close()
+
+
+def test_readers_open_consistent_versions_while_the_writer_commits_and_gcs(tmp_path):
+    root = tmp_path / "r"
+    st = Store.create(root, config(keep_versions=1, merge_fanout=2, target_segment_bytes=1 << 14))
+    write(st, np.arange(20), 0)
+    errors: list[BaseException] = []
+    opened = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                snap = Store.open(root, read_only=True).snapshot()
+                gens = {g for s in snap.segments
+                        for g in np.asarray(s.metadata_table().column("gen").to_numpy())[s.live].tolist()}
+                (gen,) = gens
+                check_matches(snap, dict.fromkeys(range(20), gen))  # one whole version, never a mix
+                opened.append(snap.version)
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for gen in range(1, 40):  # every commit deletes the previous version's files
+            write(st, np.arange(20), gen, upsert=True)
+    finally:
+        stop.set()
+        t.join(30)
+        st.close()
+    assert not errors, errors[0]
+    assert len(set(opened)) > 1
+
+
+def test_single_writer_lock(tmp_path):
+    root = tmp_path / "l"
+    st = Store.create(root, config())
+    with pytest.raises(Conflict, match=r"locked by another writer \(pid \d+"):
+        Store.open(root)
+    reader = Store.open(root, read_only=True)  # readers need no lock
+    with pytest.raises(Conflict, match="opened read-only"):
+        write(reader, [1], 1)
+    write(st, [1], 1)
+    assert reader.snapshot().num_rows == 0 and reader.refresh() == st.version and len(reader) == 1
+    st.close()
+    with pytest.raises(Conflict, match="is closed"):
+        write(st, [2], 1)
+    with Store.open(root) as again:
+        write(again, [2], 1)
+    Store.open(root).close()  # released by the context manager
+
+
+# ------------------------------------------------------------------ bad input
+BAD_CALLS = [
+    ("wrong dim", DimensionMismatch, "vectors have dimension 5, expected 4",
+     lambda st, r: st.write([100], {"scan": r["scan"], "rescore": r["rescore"]}, np.zeros((1, 5)), r["meta"],
+                            extra={"list": r["list"]})),
+    ("code width", InvalidCodes, "width 9 bytes, expected code_size 8",
+     lambda st, r: st.write([100], {"scan": np.zeros((1, 9), np.uint8), "rescore": r["rescore"]}, r["vectors"],
+                            r["meta"], extra={"list": r["list"]})),
+    ("code dtype", InvalidCodes, "must be uint8",
+     lambda st, r: st.write([100], {"scan": r["scan"].astype(np.int16), "rescore": r["rescore"]}, r["vectors"],
+                            r["meta"], extra={"list": r["list"]})),
+    ("missing column", InvalidInput, "do not match the index",
+     lambda st, r: st.write([100], {"scan": r["scan"]}, r["vectors"], r["meta"], extra={"list": r["list"]})),
+    ("duplicate ids", InvalidInput, r"duplicate ids in one batch \(1\): \[100\]",
+     lambda st, r: st.write([100, 100], {"scan": np.repeat(r["scan"], 2, 0), "rescore": np.repeat(r["rescore"], 2, 0)},
+                            np.repeat(r["vectors"], 2, 0), None, extra={"list": np.repeat(r["list"], 2)})),
+    ("negative ids", InvalidInput, "must be non-negative",
+     lambda st, r: st.write([-1], {"scan": r["scan"], "rescore": r["rescore"]}, r["vectors"], r["meta"],
+                            extra={"list": r["list"]})),
+    ("metadata length", InvalidInput, "metadata has 2 rows, expected 1",
+     lambda st, r: st.write([100], {"scan": r["scan"], "rescore": r["rescore"]}, r["vectors"],
+                            {k: v * 2 for k, v in r["meta"].items()}, extra={"list": r["list"]})),
+    ("metadata type", InvalidInput, "metadata column 'year' has type string, expected int64",
+     lambda st, r: st.write([100], {"scan": r["scan"], "rescore": r["rescore"]}, r["vectors"],
+                            {**r["meta"], "year": ["x"]}, extra={"list": r["list"]})),
+    ("metadata family", InvalidInput, "metadata column 'year' has type double, expected int64",
+     lambda st, r: st.write([100], {"scan": r["scan"], "rescore": r["rescore"]}, r["vectors"],
+                            {**r["meta"], "year": [1.5]}, extra={"list": r["list"]})),
+    ("metadata overflow", InvalidInput, "metadata column 'year': cannot convert uint64 to int64",
+     lambda st, r: st.write([100], {"scan": r["scan"], "rescore": r["rescore"]}, r["vectors"],
+                            {**r["meta"], "year": np.array([2**63], np.uint64)}, extra={"list": r["list"]})),
+    ("extra mismatch", InvalidInput, r"extra columns \['other'\] do not match the declared \['list'\]",
+     lambda st, r: st.write([100], {"scan": r["scan"], "rescore": r["rescore"]}, r["vectors"], r["meta"],
+                            extra={"other": r["list"]})),
+    ("extra range", InvalidInput, "values out of range for int32",
+     lambda st, r: st.write([100], {"scan": r["scan"], "rescore": r["rescore"]}, r["vectors"], r["meta"],
+                            extra={"list": np.array([2**40])})),
+    ("nan vector", NonFiniteInput, "vectors contain NaN",
+     lambda st, r: st.write([100], {"scan": r["scan"], "rescore": r["rescore"]}, np.full((1, 4), np.nan),
+                            r["meta"], extra={"list": r["list"]})),
+    ("existing id", Conflict, "already exist",
+     lambda st, r: write(st, [3], 5)),
+    ("delete unknown", UnknownIds, r"cannot delete 1 id\(s\) that are not present: \[777\]",
+     lambda st, r: st.delete([3, 777])),
+    ("unknown filter field", InvalidInput, "unknown filter field 'colour'",
+     lambda st, r: st.snapshot().filter_masks({"colour": "red"})),
+]
+
+
+@pytest.mark.parametrize("name,exc,match,call", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+def test_bad_input_raises_typed_error_and_leaves_store_unchanged(store, name, exc, match, call):
+    write(store, np.arange(10), 1)
+    store.delete([9])
+    before = listing(store.path)
+    version = store.version
+    with pytest.raises(exc, match=match):
+        call(store, expected_rows(np.array([100]), 7))
+    assert store.version == version
+    assert listing(store.path) == before
+    check_matches(store.snapshot(), dict.fromkeys(range(9), 1))
+
+
+def test_config_and_policy_validation(tmp_path):
+    with pytest.raises(InvalidInput, match="code_size must be an int"):
+        Store.create(tmp_path / "a", StoreConfig(code_columns={"scan": 0}, dim=4))
+    with pytest.raises(InvalidInput, match="vector_dtype must be one of"):
+        Store.create(tmp_path / "a", StoreConfig(code_columns={}, dim=4, vector_dtype="float64"))
+    with pytest.raises(InvalidInput, match="config is not JSON-serialisable"):
+        Store.create(tmp_path / "a", StoreConfig(code_columns={}, dim=4, config={"x": object()}))
+    with pytest.raises(InvalidInput, match="keep_versions must be an int >= 1"):
+        StorePolicy(keep_versions=0)
+    with pytest.raises(InvalidInput, match="on_corrupt must be"):
+        Store.open(tmp_path / "a", on_corrupt="ignore")
+    assert not (tmp_path / "a" / "_manifests").exists()
+
+
+def test_write_can_replace_config_and_blobs_atomically(store, tmp_path):
+    r = expected_rows(np.arange(3), 1)
+    store.write(np.arange(3), {"scan": r["scan"], "rescore": r["rescore"]}, r["vectors"], r["meta"],
+                extra={"list": r["list"]}, config={"metric": "ip", "trained": True}, blobs={"scan": b"trained"})
+    v = store.set_config(blobs={"scan": b"trained", "rescore": b"r"})
+    reopened = Store.open(tmp_path / "idx", read_only=True)
+    assert reopened.version == v and reopened.config == {"metric": "ip", "trained": True}
+    assert reopened.blobs == {"scan": b"trained", "rescore": b"r"}
+    assert reopened.snapshot().num_rows == 3
+
+
+def test_code_columns_declared_after_training(tmp_path):
+    st = Store.create(tmp_path / "t", StoreConfig(code_columns={}, dim=4, config={"scan": "pq"}))
+    v = st.set_trained(code_columns={"scan": 3}, blobs={"scan": b"fitted"})
+    assert st.layout.code_columns == {"scan": 3} and st.blobs == {"scan": b"fitted"} and st.version == v
+    st.write([1, 2], {"scan": np.ones((2, 3), np.uint8)})
+    with pytest.raises(Conflict, match="code columns are frozen once segments exist"):
+        st.set_trained(code_columns={"scan": 4}, blobs={})
+    st.close()
+    again = Store.open(tmp_path / "t", read_only=True)
+    assert again.layout.code_columns == {"scan": 3} and again.blobs == {"scan": b"fitted"}
+    np.testing.assert_array_equal(again.snapshot().get([2]).columns["scan"], [[1, 1, 1]])
+
+
+# ------------------------------------------------------------------ compaction
+def test_auto_compaction_bounds_segments_and_drops_dead_rows(tmp_path):
+    pol = {"merge_fanout": 4, "target_segment_bytes": 1 << 16, "keep_versions": 2}
+    st = Store.create(tmp_path / "c", config(**pol))
+    model: dict[int, int] = {}
+    worst_partial = worst_files = 0
+    for gen in range(1, 81):
+        write(st, [gen], gen)
+        model[gen] = gen
+        worst_partial = max(worst_partial, st.stats()["partial_segments"])
+        worst_files = max(worst_files, len(list((tmp_path / "c" / "segments").iterdir())))
+    # Partial segments (< 32 KiB) fall in tiers 0 and 1 of 4 KiB * 4**t, at most fanout - 1 = 3 each.
+    assert worst_partial <= 6, worst_partial
+    assert worst_files <= 2 * 6 + 1, worst_files  # two retained versions' worth, no unbounded growth
+    check_matches(st.snapshot(), model)
+    big = np.arange(1000, 1400)
+    write(st, big, 1)
+    model.update(dict.fromkeys(big.tolist(), 1))
+    st.delete(big[:120])  # 30 % of that segment: above max_deleted_fraction, so it is rewritten
+    for i in big[:120].tolist():
+        del model[i]
+    assert st.stats()["dead_rows"] == 0
+    check_matches(st.snapshot(), model)
+    assert len(list((tmp_path / "c" / "_manifests").iterdir())) == 2
+    st.close()
+
+
+def test_compact_on_demand_and_large_writes_split(tmp_path):
+    st = Store.create(tmp_path / "d", config(auto_compact=False, target_segment_bytes=8192))
+    write(st, np.arange(500), 1)  # ~ 70 bytes/row with metadata: several segments, one version
+    assert st.version == 2 and st.stats()["segments"] > 3
+    model = dict.fromkeys(range(500), 1)
+    for k in range(10):
+        write(st, [1000 + k], 2)
+        model[1000 + k] = 2
+    st.delete(np.arange(0, 500, 3))
+    for i in range(0, 500, 3):
+        del model[i]
+    before = st.stats()
+    assert before["dead_rows"] == len(range(0, 500, 3))
+    st.compact()
+    after = st.stats()
+    assert after["dead_rows"] == 0 and after["segments"] < before["segments"]
+    check_matches(st.snapshot(), model)
+    v = st.version
+    assert st.compact() == v  # nothing left to do: no new version
+    st.close()
+
+
+# ------------------------------------------------------------------ corruption
+def _segment_files(root: Path) -> list[Path]:
+    return sorted((root / "segments").iterdir())
+
+
+def _two_segment_store(tmp_path) -> Path:
+    root = tmp_path / "x"
+    with Store.create(root, config(auto_compact=False)) as st:
+        write(st, np.arange(0, 20), 1)
+        write(st, np.arange(20, 40), 2)
+    return root
+
+
+def test_truncated_segment_raises_and_skip_opens_the_rest(tmp_path):
+    root = _two_segment_store(tmp_path)
+    victim = Store.open(root, read_only=True).snapshot().segments[0].name
+    path = root / victim
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CorruptData, match=rf"segment .*{Path(victim).name} has \d+ bytes, the manifest records"):
+        Store.open(root)
+    st = Store.open(root, on_corrupt="skip")
+    assert [s.file for s in st.skipped] == [victim]
+    check_matches(st.snapshot(), dict.fromkeys(range(20, 40), 2))
+    write(st, [100], 3)  # the writer's next version drops the corrupt segment
+    assert victim not in st.snapshot().manifest.files()
+    st.close()
+    check_matches(Store.open(root).snapshot(), {**dict.fromkeys(range(20, 40), 2), 100: 3})
+
+
+def test_bitflip_is_caught_lazily_by_the_column_checksum(tmp_path):
+    root = _two_segment_store(tmp_path)
+    snap = Store.open(root, read_only=True).snapshot()
+    victim = snap.segments[1]
+    needle = expected_rows(np.array([25]), 2)["rescore"].tobytes()
+    data = bytearray((root / victim.name).read_bytes())
+    pos = data.find(needle)
+    assert pos > 0
+    data[pos + 3] ^= 0xFF
+    (root / victim.name).write_bytes(bytes(data))
+    st = Store.open(root, read_only=True)  # structure is intact: open stays O(manifest)
+    seg = st.snapshot().segments[1]
+    seg.column("scan")  # other columns are unaffected
+    with pytest.raises(CorruptData, match=rf"{Path(victim.name).name}: checksum mismatch in column 'code:rescore'"):
+        seg.column("rescore")
+    assert [p.file for p in st.verify()] == [victim.name]
+    skipping = Store.open(root, read_only=True, on_corrupt="skip")
+    assert [s.file for s in skipping.skipped] == [victim.name]
+    check_matches(skipping.snapshot(), dict.fromkeys(range(20), 1))
+
+
+def test_corrupt_manifest_raises_and_skip_falls_back(tmp_path):
+    root = _two_segment_store(tmp_path)
+    latest = root / "_manifests" / "00000003.json"
+    latest.write_bytes(latest.read_bytes()[:200])
+    with pytest.raises(CorruptData, match=r"00000003\.json: manifest is not valid JSON"):
+        Store.open(root, read_only=True)
+    st = Store.open(root, on_corrupt="skip")
+    assert st.version == 2 and [s.file for s in st.skipped] == ["_manifests/00000003.json"]
+    check_matches(st.snapshot(), dict.fromkeys(range(20), 1))
+    assert write(st, [50], 4) == 4  # never reuses the corrupt version's number
+    st.close()
+
+
+def test_manifest_fields_are_validated_not_trusted(tmp_path):
+    root = _two_segment_store(tmp_path)
+    cases = [
+        (lambda b: b["segments"][0].update(file="../../etc/passwd"), "file name '../../etc/passwd' is not valid"),
+        (lambda b: b["segments"][0].update(rows=5), r"has 20 rows \(header says 20\), the manifest records 5"),
+        (lambda b: b["layout"]["code_columns"][0].__setitem__(1, 9), "code columns .* do not match the index"),
+        (lambda b: b["layout"].update(dim=5), "dim/vector dtype 4/float16 do not match the index"),
+        (lambda b: b["segments"][0]["checksums"].pop("id"), r"lacks checksums for \['id'\]"),
+        (lambda b: b["segments"][0].update(rows=-1), "rows must be an int"),
+    ]
+    original = (root / "_manifests" / "00000003.json").read_bytes()
+    for edit, match in cases:
+        (root / "_manifests" / "00000003.json").write_bytes(original)
+        rewrite_manifest(root, 3, edit)
+        with pytest.raises(CorruptData, match=match):
+            Store.open(root, read_only=True)
+
+
+def test_corrupt_deletion_file_and_blob(tmp_path):
+    root = _two_segment_store(tmp_path)
+    with Store.open(root) as st:
+        st.delete([1, 2])
+        dfile = st.snapshot().segments[0].deletion.entry.file
+    data = bytearray((root / dfile).read_bytes())
+    needle = np.array([1, 2], dtype=np.uint32).tobytes()
+    data[data.find(needle)] ^= 0x40
+    (root / dfile).write_bytes(bytes(data))
+    st = Store.open(root, read_only=True)
+    with pytest.raises(CorruptData, match=rf"deletion file .*{Path(dfile).name}: checksum mismatch"):
+        _ = st.snapshot().segments[0].live
+    blob = next((root / "quantizers").iterdir())
+    blob.write_bytes(b"tampered")
+    with pytest.raises(CorruptData, match=rf"blob .*{blob.name} does not match its sha256"):
+        Store.open(root, read_only=True)

@@ -1,0 +1,551 @@
+"""``vqsearch.Index``: quantised vector search over Arrow segments.
+
+Search is two-stage: a fast first-stage **scan** over compact codes (popcount /
+lookup-table kernels) keeps ``k × oversample`` candidates per query, then a
+**rescore** stage decodes finer codes of just those candidates and keeps the best
+``k``.  With ``ivf`` set, vectors are grouped into k-means lists and a query scans
+only its ``nprobe`` nearest lists.  Storage is a :class:`vqsearch.storage.Store`
+(immutable Arrow segments + versioned manifests); the index composes quantisers,
+the coarse quantiser and the store, and keeps no state that the store does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .. import quantizers
+from .._validation import as_float_matrix
+from ..errors import EmptyInput, InvalidInput, InvalidSpec
+from ..kernels.topk import merge_topk
+from ..quantizers.base import Quantizer
+from .ivf import CoarseQuantizer, IVFConfig
+from .scanners import Scanner, scanner_for
+
+LOG = logging.getLogger(__name__)
+
+MetricLike = Literal["cosine", "ip", "l2"]
+METRICS = ("cosine", "ip", "l2")
+FORMAT_VERSION = 1
+
+#: Defaults chosen from ``benchmarks/search.py`` on the shared Debian-MiniLM set (see README).
+DEFAULT_SCAN = "binary"
+DEFAULT_RESCORE = "sq8"
+DEFAULT_OVERSAMPLE = 10
+#: Rows are encoded and written in chunks of this many vectors.
+WRITE_CHUNK = 65_536
+#: A filter that keeps at most this many rows is answered by exact rescoring of those rows.
+FILTER_EXACT_MAX = 20_000
+#: At most this many vectors train the quantisers.
+TRAIN_MAX = 100_000
+
+_SEG_SHIFT = 40
+_ROW_MASK = (1 << _SEG_SHIFT) - 1
+_EMPTY_BOOL = np.zeros(0, dtype=np.bool_)
+
+
+def _normalize_metric(metric: str) -> str:
+    m = str(metric).lower()
+    if m not in METRICS:
+        raise InvalidInput(f"metric must be one of {list(METRICS)}, got {metric!r}")
+    return m
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Persistent settings of an index (stored in every manifest)."""
+
+    dim: int
+    metric: str = "cosine"
+    scan: str = DEFAULT_SCAN
+    rescore: str | None = DEFAULT_RESCORE
+    ivf: IVFConfig | None = None
+    oversample: int = DEFAULT_OVERSAMPLE
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT_VERSION, "dim": self.dim, "metric": self.metric, "scan": self.scan,
+                "rescore": self.rescore, "oversample": self.oversample,
+                "ivf": None if self.ivf is None else dict(self.ivf.__dict__)}
+
+    @classmethod
+    def from_json(cls, cfg: dict[str, Any]) -> IndexConfig:
+        if int(cfg.get("format", 0)) > FORMAT_VERSION:
+            raise InvalidInput(f"index format {cfg.get('format')} is newer than this vqsearch supports")
+        return cls(dim=int(cfg["dim"]), metric=cfg["metric"], scan=cfg["scan"], rescore=cfg["rescore"],
+                   ivf=IVFConfig.from_any(cfg.get("ivf")), oversample=int(cfg.get("oversample", 10)))
+
+
+class _SegmentCache:
+    """Per-segment derived data that depends only on the immutable segment file."""
+
+    __slots__ = ("row_a", "row_b", "offsets", "norm2")
+
+    def __init__(self) -> None:
+        self.row_a = self.row_b = self.offsets = self.norm2 = None
+
+
+class Index:
+    """A quantised vector index; use :meth:`create` or :meth:`open`, not the constructor."""
+
+    def __init__(self, store: Any, *, tmpdir: str | None = None) -> None:
+        self._store = store
+        self._config = IndexConfig.from_json(store.config)
+        self._tmpdir = tmpdir
+        if tmpdir is not None:
+            weakref.finalize(self, shutil.rmtree, tmpdir, True)
+        self._scan_q: Quantizer | None = None
+        self._rescore_q: Quantizer | None = None
+        self._ivf: CoarseQuantizer | None = None
+        self._scanner: Scanner | None = None
+        self._seg_cache: dict[str, _SegmentCache] = {}
+        self._next_id: int | None = None
+        self._load_trained()
+
+    # ------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(
+        cls,
+        path: str | Path | None = None,
+        *,
+        dim: int,
+        metric: MetricLike = "cosine",
+        scan: str = DEFAULT_SCAN,
+        rescore: str | None = DEFAULT_RESCORE,
+        ivf: IVFConfig | dict | None = None,
+        oversample: int = DEFAULT_OVERSAMPLE,
+    ) -> Index:
+        """Create an empty index at ``path`` (a new directory; ``None`` = a temporary one).
+
+        Parameters
+        ----------
+        dim:
+            Vector dimension.
+        metric:
+            ``"cosine"`` (vectors and queries are L2-normalised; scores are cosines, higher is better),
+            ``"ip"`` (raw inner product) or ``"l2"`` (squared Euclidean distance, lower is better).
+        scan:
+            Quantiser spec of the first-stage codes (``"binary"``, ``"ternary"``, ``"pq:m=96,nbits=4"``, ...).
+        rescore:
+            Quantiser spec of the rescoring codes (``"sq8"``, ``"e8p:bits=4"``, ``"float16"``...) or ``None``
+            to rank by the scan estimate alone.
+        ivf:
+            ``None`` for a flat scan, or IVF options such as ``{"nlist": 1024, "nprobe": 32}``.
+        oversample:
+            Default candidates per result kept by the scan for rescoring (``k × oversample``).
+        """
+        from ..storage import Store, StoreConfig
+
+        if not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise InvalidInput(f"dim must be a positive integer, got {dim!r}")
+        cfg = IndexConfig(dim=int(dim), metric=_normalize_metric(metric), scan=scan, rescore=rescore,
+                          ivf=IVFConfig.from_any(ivf), oversample=int(oversample))
+        if cfg.oversample < 1:
+            raise InvalidInput(f"oversample must be >= 1, got {oversample}")
+        # Validate the specs now, so that a typo fails at create time and not at the first add.
+        scan_q = quantizers.get(scan)
+        rescore_q = quantizers.get(rescore) if rescore else None
+        if cfg.ivf is not None and not scanner_for(scan_q).lut_scan:
+            raise InvalidSpec(f"IVF needs a lookup-table scan quantiser; {scan!r} has none")
+        tmpdir = None
+        if path is None:
+            tmpdir = tempfile.mkdtemp(prefix="vqsearch-")
+            path = Path(tmpdir) / "index"
+        columns = {"scan": scan_q.code_size_for(cfg.dim)}
+        codecs = {"scan": f"{scan_q.spec} codec {scan_q.codec_id} v{scan_q.format_version}"}
+        if rescore_q is not None:
+            columns["rescore"] = rescore_q.code_size_for(cfg.dim)
+            codecs["rescore"] = f"{rescore_q.spec} codec {rescore_q.codec_id} v{rescore_q.format_version}"
+        extra = {}
+        if cfg.ivf is not None:
+            extra["list"] = "int32"
+        if cfg.metric == "l2":
+            extra["norm2"] = "float32"
+        store = Store.create(path, StoreConfig(code_columns=columns, dim=cfg.dim, vector_dtype=None,
+                                               config=cfg.to_json(), extra_columns=extra, codecs=codecs,
+                                               cluster_by="list" if cfg.ivf is not None else None))
+        return cls(store, tmpdir=tmpdir)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        version: int | None = None,
+        read_only: bool = False,
+        on_corrupt: Literal["raise", "skip"] = "raise",
+    ) -> Index:
+        """Open an existing index (memory-mapped).  ``version`` opens an older manifest read-only."""
+        from ..storage import Store
+
+        store = Store.open(path, version=version, read_only=read_only or version is not None,
+                           on_corrupt=on_corrupt)
+        return cls(store)
+
+    def close(self) -> None:
+        """Release the writer lock and file handles."""
+        self._store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ properties
+    @property
+    def config(self) -> IndexConfig:
+        return self._config
+
+    @property
+    def dim(self) -> int:
+        return self._config.dim
+
+    @property
+    def metric(self) -> str:
+        return self._config.metric
+
+    @property
+    def is_trained(self) -> bool:
+        return self._scan_q is not None
+
+    @property
+    def path(self) -> Path:
+        return Path(self._store.path)
+
+    def __len__(self) -> int:
+        return int(self._store.snapshot().num_rows)
+
+    def __repr__(self) -> str:
+        c = self._config
+        return (f"<vqsearch.Index {self.path} n={len(self)} dim={c.dim} metric={c.metric} scan={c.scan!r} "
+                f"rescore={c.rescore!r} ivf={None if c.ivf is None else c.ivf.nlist}>")
+
+    # ------------------------------------------------------------ training
+    def _load_trained(self) -> None:
+        blobs = self._store.blobs
+        if "scan" in blobs:
+            self._apply_blobs(blobs)
+
+    def _apply_blobs(self, blobs: dict[str, bytes]) -> None:
+        self._scan_q = quantizers.from_bytes(blobs["scan"])
+        self._rescore_q = quantizers.from_bytes(blobs["rescore"]) if "rescore" in blobs else None
+        if self._config.ivf is not None:
+            self._ivf = CoarseQuantizer.from_bytes(blobs["ivf"], self._config.metric, self._config.ivf)
+        self._scanner = scanner_for(self._scan_q)
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        """Metric preprocessing of vectors and queries: cosine → unit norm (zero vectors stay zero)."""
+        if self._config.metric == "cosine":
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            x = x / np.where(norms > 0, norms, 1).astype(np.float32)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def train(self, x: np.ndarray) -> Index:
+        """Fit the scan/rescore quantisers (and IVF centroids) on a sample; the first ``add`` does it if needed."""
+        if self.is_trained:
+            raise InvalidInput("index is already trained; quantisers are frozen once codes exist")
+        x = self._prepare(as_float_matrix(x, d=self.dim, name="training vectors", allow_empty=False))
+        self._store.set_config(blobs=self._fit(x))
+        self._load_trained()
+        return self
+
+    def _fit(self, x: np.ndarray) -> dict[str, bytes]:
+        """Fitted quantiser states (blobs) for prepared training vectors."""
+        if x.shape[0] > TRAIN_MAX:
+            x = x[np.sort(np.random.default_rng(0).choice(x.shape[0], TRAIN_MAX, replace=False))]
+        cfg = self._config
+        scan_q = quantizers.get(cfg.scan)
+        rescore_q = quantizers.get(cfg.rescore) if cfg.rescore else None
+        for q in (scan_q, rescore_q):
+            if q is not None and x.shape[0] < q.min_train:
+                raise EmptyInput(f"{q.spec} needs at least {q.min_train} training vectors, got {x.shape[0]}; "
+                                 f"add a larger first batch or call Index.train(sample)")
+        blobs = {"scan": scan_q.fit(x).to_bytes()}
+        if rescore_q is not None:
+            blobs["rescore"] = rescore_q.fit(x).to_bytes()
+        if cfg.ivf is not None:
+            blobs["ivf"] = CoarseQuantizer.train(x, cfg.metric, cfg.ivf).to_bytes()
+        return blobs
+
+    # ------------------------------------------------------------ writes
+    def _ids_array(self, ids: object, n: int | None = None) -> np.ndarray:
+        arr = np.asarray(ids)
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+            raise InvalidInput(f"ids must be a 1-D array of non-negative integers, got shape {arr.shape} "
+                               f"dtype {arr.dtype}")
+        if arr.size and arr.dtype.kind == "i" and arr.min() < 0:
+            raise InvalidInput("ids must be non-negative")
+        if n is not None and arr.shape[0] != n:
+            raise InvalidInput(f"got {arr.shape[0]} ids for {n} vectors")
+        return arr.astype(np.uint64)
+
+    def _write(self, vectors: np.ndarray, ids: object, metadata: Any, *, upsert: bool) -> np.ndarray:
+        x = as_float_matrix(vectors, d=self.dim, name="vectors", allow_empty=False)
+        n = x.shape[0]
+        if ids is None:
+            if upsert:
+                raise InvalidInput("upsert needs explicit ids")
+            start = self._peek_next_id()
+            ids_arr = np.arange(start, start + n, dtype=np.uint64)
+        else:
+            ids_arr = self._ids_array(ids, n)
+        if np.unique(ids_arr).shape[0] != n:
+            raise InvalidInput("duplicate ids in one batch")
+        x = self._prepare(x)
+        blobs = None
+        if not self.is_trained:  # train on this batch; the states are committed with its rows
+            blobs = self._fit(x)
+            self._apply_blobs(blobs)
+        extra: dict[str, np.ndarray] = {}
+        if self._ivf is not None:  # the store keeps each segment's rows grouped by list
+            extra["list"] = self._ivf.assign(x)
+        if self.metric == "l2":
+            extra["norm2"] = np.einsum("ij,ij->i", x, x).astype(np.float32)
+        columns = {"scan": self._encode_chunked(self._scan_q, x)}
+        if self._rescore_q is not None:
+            columns["rescore"] = self._encode_chunked(self._rescore_q, x)
+        try:
+            self._store.write(ids_arr, columns, vectors=None, metadata=metadata, extra=extra or None,
+                              upsert=upsert, blobs=blobs)
+        except Exception:
+            if blobs is not None:  # nothing was committed: forget the trained state
+                self._scan_q = self._rescore_q = self._ivf = self._scanner = None
+            raise
+        self._next_id = max(self._next_id or 0, int(ids_arr.max()) + 1)
+        return ids_arr
+
+    def _encode_chunked(self, q: Quantizer, x: np.ndarray) -> np.ndarray:
+        out = np.empty((x.shape[0], q.code_size), dtype=np.uint8)
+        chunks = range(0, x.shape[0], WRITE_CHUNK)
+        if x.shape[0] > 4 * WRITE_CHUNK:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc=f"encoding {q.name}", unit_scale=WRITE_CHUNK, leave=False)
+        for s in chunks:
+            out[s:s + WRITE_CHUNK] = q.encode(x[s:s + WRITE_CHUNK])
+        return out
+
+    def _peek_next_id(self) -> int:
+        if self._next_id is None:
+            top = -1
+            for seg in self._store.snapshot().segments:
+                if seg.num_rows:
+                    top = max(top, int(np.max(seg.ids)))
+            self._next_id = top + 1
+        return self._next_id
+
+    def add(self, vectors: np.ndarray, ids: object = None, metadata: Any = None) -> np.ndarray:
+        """Add vectors (float (n, dim)); returns their uint64 ids (new ids are assigned when ``ids`` is None).
+
+        Adding an id that already exists raises; use :meth:`upsert` to replace.  The first add trains the
+        quantisers on (a sample of) its vectors unless :meth:`train` was called.
+        """
+        return self._write(vectors, ids, metadata, upsert=False)
+
+    def upsert(self, vectors: np.ndarray, ids: object, metadata: Any = None) -> np.ndarray:
+        """Insert or replace vectors by id (the newest write wins)."""
+        return self._write(vectors, ids, metadata, upsert=True)
+
+    def delete(self, ids: object) -> None:
+        """Delete ids; raises ``UnknownIds`` (changing nothing) if any id is not in the index."""
+        arr = self._ids_array(ids)
+        if arr.size == 0:
+            raise EmptyInput("no ids to delete")
+        self._store.delete(arr)
+
+    def compact(self) -> None:
+        """Merge small segments and drop deleted rows now (also done automatically)."""
+        self._store.compact()
+        self._seg_cache.clear()
+
+    def versions(self) -> list:
+        return self._store.versions()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, sizes and settings: ``count``, ``bytes_per_vector`` (codes the search touches), ..."""
+        s = dict(self._store.stats())
+        c = self._config
+        bpv = 0
+        if self.is_trained:
+            bpv = self._scan_q.code_size + (self._rescore_q.code_size if self._rescore_q else 0)
+            bpv += 4 * (self._ivf is not None) + 4 * (c.metric == "l2")
+        s.update({"count": len(self), "dim": c.dim, "metric": c.metric, "scan": c.scan, "rescore": c.rescore,
+                  "ivf": None if c.ivf is None else dict(c.ivf.__dict__), "trained": self.is_trained,
+                  "bytes_per_vector": bpv})
+        return s
+
+    # ------------------------------------------------------------ search
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        filter: dict | None = None,
+        oversample: int | None = None,
+        nprobe: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest neighbours of each query → ``(distances, ids)``, each (nq, k), best first.
+
+        ``distances`` are similarities (higher is better) for ``cosine``/``ip`` and squared distances
+        (lower is better) for ``l2``.  Missing results (a filter that keeps fewer than k rows) have
+        id ``-1`` and distance ``-inf`` (similarity) / ``+inf`` (l2).
+
+        Parameters
+        ----------
+        k:
+            Results per query, 1 ≤ k ≤ number of vectors.
+        filter:
+            Metadata predicate, e.g. ``{"section": "python"}`` or ``{"year": {"gte": 2020}}``.
+        oversample:
+            Scan candidates kept per result for rescoring (default: the index's ``oversample``); higher =
+            better recall, slower.
+        nprobe:
+            IVF lists scanned per query (default: the index's ``ivf.nprobe``).
+        """
+        xq = as_float_matrix(queries, d=self.dim, name="queries", allow_empty=False)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InvalidInput(f"k must be a positive integer, got {k!r}")
+        oversample = self._config.oversample if oversample is None else oversample
+        if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or oversample < 1:
+            raise InvalidInput(f"oversample must be a positive integer, got {oversample!r}")
+        if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer))
+                                   or nprobe < 1):
+            raise InvalidInput(f"nprobe must be a positive integer, got {nprobe!r}")
+        snap = self._store.snapshot()
+        n = int(snap.num_rows)
+        if n == 0 or not self.is_trained:
+            raise EmptyInput("the index is empty")
+        if k > n:
+            raise InvalidInput(f"k={k} exceeds the number of vectors in the index ({n})")
+        xq = self._prepare(xq)
+        masks = snap.filter_masks(filter) if filter is not None else None
+        kk = k * int(oversample) if self._rescore_q is not None else k
+        if masks is not None and sum(int(m.sum()) for m in masks) <= FILTER_EXACT_MAX:
+            refs = self._exact_candidates(snap, masks)
+            scores, refs = self._rescore(snap, xq, np.broadcast_to(refs, (xq.shape[0], refs.shape[0])), k)
+        else:
+            scores, refs = self._scan(snap, xq, kk, masks, nprobe)
+            if self._rescore_q is not None:
+                scores, refs = self._rescore(snap, xq, refs, k)
+        return self._finish(snap, xq, scores, refs)
+
+    def _finish(self, snap: Any, xq: np.ndarray, scores: np.ndarray, refs: np.ndarray):
+        ids = np.full(refs.shape, -1, dtype=np.int64)
+        valid = refs >= 0
+        seg_of = np.where(valid, refs >> _SEG_SHIFT, -1)
+        for si in np.unique(seg_of[valid]):
+            sel = seg_of == si
+            ids[sel] = snap.segments[si].ids[refs[sel] & _ROW_MASK].astype(np.int64)
+        if self.metric == "l2":
+            qn = np.einsum("ij,ij->i", xq, xq)[:, None]
+            dist = np.where(valid, np.maximum(qn - scores, 0), np.inf).astype(np.float32)
+        else:
+            dist = np.where(valid, scores, -np.inf).astype(np.float32)
+        return dist, ids
+
+    def _cache(self, seg: Any) -> _SegmentCache:
+        c = self._seg_cache.get(seg.name)
+        if c is None:
+            c = self._seg_cache[seg.name] = _SegmentCache()
+            c.row_a, c.row_b = self._scanner.row_terms(seg.column("scan"))
+            if self._ivf is not None:
+                lists = seg.extra("list")
+                c.offsets = np.searchsorted(lists, np.arange(self._ivf.nlist + 1)).astype(np.int64)
+            if self.metric == "l2":
+                c.norm2 = np.asarray(seg.extra("norm2"), dtype=np.float32)
+            if len(self._seg_cache) > 4096:  # bounded: forget the oldest entries
+                for key in list(self._seg_cache)[:1024]:
+                    del self._seg_cache[key]
+        return c
+
+    def _scan(self, snap: Any, xq: np.ndarray, kk: int, masks: list | None, nprobe: int | None):
+        nq = xq.shape[0]
+        best_v = np.full((nq, 0), -np.inf, dtype=np.float32)
+        best_r = np.full((nq, 0), -1, dtype=np.int64)
+        probes = None
+        if self._ivf is not None:
+            nprobe = self._config.ivf.nprobe if nprobe is None else int(nprobe)
+            if masks is not None:  # a selective filter empties most lists: probe proportionally more
+                kept = sum(int(m.sum()) for m in masks) / max(1, snap.num_rows)
+                nprobe = int(math.ceil(nprobe / max(kept, 1e-6)))
+            probes = self._ivf.probe(xq, min(nprobe, self._ivf.nlist))
+        prep = self._scanner.prepare(xq)
+        l2 = self.metric == "l2"
+        for si, seg in enumerate(snap.segments):
+            if seg.num_rows == 0:
+                continue
+            cache = self._cache(seg)
+            live = seg.live if masks is None else masks[si]
+            live = _EMPTY_BOOL if live is None or bool(np.all(live)) else np.ascontiguousarray(live)
+            if probes is not None:
+                ranges = np.stack([cache.offsets[probes], cache.offsets[probes + 1]], axis=-1)
+            else:
+                ranges = np.zeros((nq, 1, 2), dtype=np.int64)
+                ranges[:, 0, 1] = seg.num_rows
+            row_a, row_b = cache.row_a, cache.row_b
+            if l2:  # rank by 2⟨q,x⟩ − ‖x‖²
+                b = row_b if row_b.size else np.ones(seg.num_rows, np.float32)
+                a = row_a if row_a.size else np.zeros(seg.num_rows, np.float32)
+                row_a, row_b = (2 * a - cache.norm2).astype(np.float32), (2 * b).astype(np.float32)
+            v, r = self._scanner.scan(prep, seg.column("scan"), row_a, row_b, ranges, live, kk, 2.0 if l2 else 1.0)
+            r = np.where(r >= 0, r | (si << _SEG_SHIFT), -1)
+            best_v, best_r = merge_topk(best_v, best_r, v, r, kk)
+        return best_v, best_r
+
+    def _exact_candidates(self, snap: Any, masks: list) -> np.ndarray:
+        refs = [np.flatnonzero(m).astype(np.int64) | (si << _SEG_SHIFT) for si, m in enumerate(masks)]
+        return np.concatenate(refs) if refs else np.zeros(0, dtype=np.int64)
+
+    def _score_refs(self, snap: Any, xq: np.ndarray, refs: np.ndarray, q: Quantizer, column: str):
+        """⟨q_i, decode(code of refs[i, j])⟩ for a (nq, m) array of row refs (−1 = none → −inf)."""
+        qw = q.work_queries(xq)
+        scores = np.full(refs.shape, -np.inf, dtype=np.float32)
+        valid = refs >= 0
+        seg_of = np.where(valid, refs >> _SEG_SHIFT, -1)
+        for si in np.unique(seg_of[valid]):
+            seg = snap.segments[si]
+            sel = seg_of == si
+            rows = refs[sel] & _ROW_MASK
+            uniq, inv = np.unique(rows, return_inverse=True)
+            xw = q.decode_work(np.asarray(seg.column(column)[uniq]))
+            qi = np.nonzero(sel)[0]
+            s = np.einsum("ij,ij->i", qw[qi], xw[inv])
+            if self.metric == "l2":
+                s = 2 * s - self._cache(seg).norm2[uniq][inv]
+            scores[sel] = s
+        return scores
+
+    def _rescore(self, snap: Any, xq: np.ndarray, refs: np.ndarray, k: int):
+        q = self._rescore_q if self._rescore_q is not None else self._scan_q
+        column = "rescore" if self._rescore_q is not None else "scan"
+        return _topk_of(self._score_refs(snap, xq, refs, q, column), refs, k)
+
+
+def _topk_of(scores: np.ndarray, refs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k per row of (scores, refs), descending; pads with (−inf, −1)."""
+    nq, m = scores.shape
+    if m < k:
+        pad = k - m
+        scores = np.concatenate([scores, np.full((nq, pad), -np.inf, np.float32)], axis=1)
+        refs = np.concatenate([refs, np.full((nq, pad), -1, np.int64)], axis=1)
+        m = k
+    if m > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(m), (nq, m))
+    s = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-s, axis=1, kind="stable")
+    s = np.take_along_axis(s, order, axis=1)
+    r = np.take_along_axis(np.take_along_axis(refs, part, axis=1), order, axis=1)
+    r = np.where(np.isfinite(s), r, -1)
+    return s.astype(np.float32), r
+

@@ -1,0 +1,145 @@
+"""Inverted-file (IVF) coarse quantiser: k-means centroids (faiss) and list probing.
+
+Each vector is assigned to its nearest centroid ("list"); a query scans only its
+``nprobe`` nearest lists.  Probing is a brute-force matrix product over the
+centroids, or an hnswlib graph search when there are many centroids (the graph
+is rebuilt from the centroids on load, which takes well under a second for the
+list counts used here).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CorruptData, InvalidInput
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IVFConfig:
+    """IVF settings (``ivf={"nlist": 1024}`` in :meth:`vqsearch.Index.create`).
+
+    Parameters
+    ----------
+    nlist:
+        Number of lists (k-means centroids). Rule of thumb: 4·√n to 16·√n for n vectors.
+    nprobe:
+        Default lists scanned per query (per-call ``nprobe`` overrides it). More = higher recall, slower.
+    hnsw:
+        Probe centroids with an hnswlib graph: ``"auto"`` (when nlist ≥ ``hnsw_min_nlist``), ``True``, ``False``.
+    hnsw_min_nlist:
+        List count from which ``"auto"`` switches to the graph.
+    train_size:
+        At most this many vectors are used for k-means (faiss itself samples 256 per centroid).
+    niter:
+        k-means iterations.
+    """
+
+    nlist: int = 1024
+    nprobe: int = 32
+    hnsw: bool | str = "auto"
+    hnsw_min_nlist: int = 4096
+    train_size: int = 262_144
+    niter: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.nlist <= 1 << 20:
+            raise InvalidInput(f"ivf nlist must be in [1, 2^20], got {self.nlist}")
+        if self.nprobe < 1:
+            raise InvalidInput(f"ivf nprobe must be >= 1, got {self.nprobe}")
+        if self.hnsw not in (True, False, "auto"):
+            raise InvalidInput(f"ivf hnsw must be true, false or 'auto', got {self.hnsw!r}")
+
+    @classmethod
+    def from_any(cls, value: IVFConfig | dict | None) -> IVFConfig | None:
+        if value is None or isinstance(value, IVFConfig):
+            return value
+        if not isinstance(value, dict):
+            raise InvalidInput(f"ivf must be a dict like {{'nlist': 1024}}, got {type(value).__name__}")
+        unknown = set(value) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InvalidInput(f"unknown ivf option(s) {sorted(unknown)}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**value)
+
+
+class CoarseQuantizer:
+    """Centroids plus assignment/probing by inner product (``ip``/``cosine``) or L2."""
+
+    def __init__(self, centroids: np.ndarray, metric: str, cfg: IVFConfig) -> None:
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.metric = metric
+        self.cfg = cfg
+        self.nlist = self.centroids.shape[0]
+        self._c_norm2 = np.einsum("ij,ij->i", self.centroids, self.centroids)
+        use = cfg.hnsw if cfg.hnsw != "auto" else self.nlist >= cfg.hnsw_min_nlist
+        self._graph = self._build_graph() if use else None
+
+    @classmethod
+    def train(cls, x: np.ndarray, metric: str, cfg: IVFConfig) -> CoarseQuantizer:
+        import faiss
+
+        if x.shape[0] < cfg.nlist:
+            raise InvalidInput(f"IVF with nlist={cfg.nlist} needs at least {cfg.nlist} training vectors, "
+                               f"got {x.shape[0]}")
+        rng = np.random.default_rng(cfg.seed)
+        if x.shape[0] > cfg.train_size:
+            x = x[np.sort(rng.choice(x.shape[0], cfg.train_size, replace=False))]
+        km = faiss.Kmeans(x.shape[1], cfg.nlist, niter=cfg.niter, seed=cfg.seed,
+                          spherical=metric == "cosine", verbose=False)
+        km.train(np.ascontiguousarray(x, dtype=np.float32))
+        return cls(km.centroids, metric, cfg)
+
+    def _build_graph(self):
+        import hnswlib
+
+        space = "l2" if self.metric == "l2" else "ip"
+        g = hnswlib.Index(space=space, dim=self.centroids.shape[1])
+        g.init_index(max_elements=self.nlist, ef_construction=200, M=32, random_seed=self.cfg.seed)
+        g.add_items(self.centroids, np.arange(self.nlist))
+        return g
+
+    def _scores(self, x: np.ndarray) -> np.ndarray:
+        ip = x @ self.centroids.T
+        if self.metric == "l2":
+            return 2 * ip - self._c_norm2[None, :]  # higher = nearer
+        return ip
+
+    def assign(self, x: np.ndarray, batch: int = 65_536) -> np.ndarray:
+        """Nearest list of every row, int32 (n,)."""
+        out = np.empty(x.shape[0], dtype=np.int32)
+        for s in range(0, x.shape[0], batch):
+            out[s:s + batch] = np.argmax(self._scores(x[s:s + batch]), axis=1)
+        return out
+
+    def probe(self, xq: np.ndarray, nprobe: int) -> np.ndarray:
+        """The ``nprobe`` nearest lists of each query, int64 (nq, nprobe), nearest first."""
+        nprobe = min(nprobe, self.nlist)
+        if self._graph is not None:
+            self._graph.set_ef(max(2 * nprobe, 64))
+            labels, _ = self._graph.knn_query(xq, k=nprobe, num_threads=-1)
+            return labels.astype(np.int64)
+        s = self._scores(xq)
+        part = np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe]
+        order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1)
+        return np.take_along_axis(part, order, axis=1).astype(np.int64)
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, self.centroids, allow_pickle=False)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, metric: str, cfg: IVFConfig) -> CoarseQuantizer:
+        try:
+            c = np.load(io.BytesIO(blob), allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise CorruptData(f"IVF centroids are unreadable: {exc}") from None
+        if c.ndim != 2 or c.shape[0] != cfg.nlist or not np.isfinite(c).all():
+            raise CorruptData(f"IVF centroids have shape {c.shape}, expected ({cfg.nlist}, d), finite")
+        return cls(c, metric, cfg)

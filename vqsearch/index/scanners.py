@@ -1,0 +1,185 @@
+"""Scanners: the first search stage for each scan-quantiser family.
+
+A scanner estimates ⟨q, x⟩ for every stored code of a segment and keeps the best
+``kk`` rows per query without materialising an (nq, n) score matrix.  Estimates
+have the affine form
+
+    ⟨q, x⟩ ≈ c_q + a_i + b_i · S_q(code_i)
+
+with per-query constants c_q, per-row terms (a_i, b_i) read once per segment from
+the codes (RaBitQ factors, norms) and a kernel-computed sum S over code bytes.
+For the ``l2`` metric the index ranks by 2⟨q, x⟩ − ‖x‖², i.e. it rescales (a, b, c).
+
+* :class:`LutScanner` — one 256-entry table per code byte and query
+  (:func:`~vqsearch.kernels.scan.lut_scan_topk`); PQ and ternary codes.
+* :class:`BinaryScanner` — sign bits: a popcount (Hamming) pass keeps ``4·kk`` rows,
+  then RaBitQ's unbiased asymmetric estimate picks ``kk``
+  (:func:`~vqsearch.kernels.scan.binary_cascade_topk`).
+* :class:`DecodeScanner` — any other quantiser: decode blocks, multiply (slow, exact
+  for the reconstruction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ..kernels.scan import binary_cascade_topk, lut_scan_topk, lut_scan_topk_split
+from ..kernels.topk import merge_topk, topk_rows
+from ..quantizers.base import Quantizer
+
+EMPTY_F32 = np.zeros(0, dtype=np.float32)
+
+#: All 256 byte values as bits, most significant first (numpy ``packbits`` order): (256, 8) of {0, 1}.
+BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)
+
+#: Hamming pass of the binary cascade keeps this many candidates per final scan candidate.
+CASCADE_FACTOR = 4
+
+
+def bit_tables(qw: np.ndarray, nbytes: int) -> np.ndarray:
+    """T[q, j, b] = Σ_t bit_t(b) · qw[q, 8j + t] for packbits-ordered bytes → (nq, nbytes, 256)."""
+    nq, d = qw.shape
+    padded = np.zeros((nq, nbytes * 8), dtype=np.float32)
+    padded[:, :d] = qw[:, : nbytes * 8]
+    return np.ascontiguousarray(np.einsum("qjt,bt->qjb", padded.reshape(nq, nbytes, 8), BYTE_BITS))
+
+
+@dataclass
+class Prepared:
+    """Per-batch query state of a scanner (work-domain queries and whatever the kernel needs)."""
+
+    qw: np.ndarray
+    qconst: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+
+class Scanner:
+    """Common interface; see the module docstring."""
+
+    lut_scan = True
+
+    def __init__(self, q: Quantizer) -> None:
+        self.q = q
+
+    def prepare(self, xq: np.ndarray) -> Prepared:
+        raise NotImplementedError
+
+    def row_terms(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row (a, b) float32 arrays (empty = 0 / 1) for a segment's codes."""
+        return EMPTY_F32, EMPTY_F32
+
+    def scan(self, prep: Prepared, codes: np.ndarray, row_a: np.ndarray, row_b: np.ndarray,
+             ranges: np.ndarray, live: np.ndarray, kk: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``kk`` rows per query over ``ranges`` of one segment → (scores, rows), (nq, kk) each.
+
+        ``scale`` multiplies the per-query constants (2 for the l2 ranking 2⟨q,x⟩ − ‖x‖²).
+        """
+        raise NotImplementedError
+
+
+class LutScanner(Scanner):
+    """Byte lookup tables; subclasses provide :meth:`tables`."""
+
+    def tables(self, qw: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def prepare(self, xq: np.ndarray) -> Prepared:
+        qw = self.q.work_queries(xq)
+        return Prepared(qw, np.zeros(qw.shape[0], np.float32), {"tables": self.tables(qw)})
+
+    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale):
+        tables = prep.extra["tables"]
+        bias = np.ascontiguousarray(np.broadcast_to((scale * prep.qconst)[:, None], ranges.shape[:2]),
+                                    dtype=np.float32)
+        if tables.shape[0] == 1:  # one query: split its rows over the threads
+            v, r = lut_scan_topk_split(tables[0], codes, row_a, row_b, ranges[0], bias[0], live, kk,
+                                       max(1, numba.get_num_threads()))
+            return v[None], r[None]
+        return lut_scan_topk(tables, codes, row_a, row_b, ranges, bias, live, kk)
+
+
+class DecodeScanner(Scanner):
+    """Fallback: ⟨q, decode(code)⟩ through the quantiser's ``estimate_ip``, in blocks, flat only."""
+
+    lut_scan = False
+    block = 16_384
+
+    def prepare(self, xq: np.ndarray) -> Prepared:
+        return Prepared(np.ascontiguousarray(xq, dtype=np.float32), np.zeros(xq.shape[0], np.float32))
+
+    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale):
+        nq = prep.qw.shape[0]
+        best_v = np.full((nq, 0), -np.inf, dtype=np.float32)
+        best_r = np.full((nq, 0), -1, dtype=np.int64)
+        n = codes.shape[0]
+        for s in range(0, n, self.block):
+            sc = self.q.estimate_ip(prep.qw, codes[s:s + self.block]).astype(np.float32)
+            if row_b.size:
+                sc *= row_b[s:s + self.block]
+            if row_a.size:
+                sc += row_a[s:s + self.block]
+            if live.size:
+                sc[:, ~live[s:s + self.block]] = -np.inf
+            v, c = topk_rows(np.ascontiguousarray(sc), min(kk, sc.shape[1]))
+            c = np.where(np.isfinite(v), c + s, -1)
+            best_v, best_r = merge_topk(best_v, best_r, v, c, kk)
+        return best_v, best_r
+
+
+class BinaryScanner(LutScanner):
+    """RaBitQ for ``binary`` codes: ⟨q,x⟩ ≈ ⟨q,c⟩ + (r/(ρ√D)) · Σ_i q_i (2b_i − 1)."""
+
+    def tables(self, qw: np.ndarray) -> np.ndarray:
+        nbytes = self.q.nbytes
+        padded = np.zeros((qw.shape[0], nbytes * 8), dtype=np.float32)
+        padded[:, : qw.shape[1]] = qw
+        # Σ_t (2·bit_t − 1)·q_t = 2·(sum over set bits) − (sum over the byte's coordinates)
+        byte_sums = padded.reshape(qw.shape[0], nbytes, 8).sum(axis=2, keepdims=True)
+        return np.ascontiguousarray(bit_tables(padded, nbytes) * 2 - byte_sums, dtype=np.float32)
+
+    def prepare(self, xq: np.ndarray) -> Prepared:
+        q = self.q
+        qw = q.work_queries(xq)
+        qconst = (qw @ q._c).astype(np.float32)
+        nwords = (q.nbytes + 7) // 8
+        qbytes = np.zeros((qw.shape[0], nwords * 8), dtype=np.uint8)
+        qbytes[:, : q.nbytes] = np.packbits(qw - q._c > 0, axis=1)
+        return Prepared(qw, qconst, {"qwords": qbytes.view(np.uint64)})
+
+    def row_terms(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r, rho = self.q.factors(np.asarray(codes))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            coef = np.where(rho > 0, r / rho, 0.0) / np.sqrt(self.q._d_work)
+        return EMPTY_F32, coef.astype(np.float32)
+
+    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale):
+        nbytes = self.q.nbytes
+        if codes.shape[1] % 8:  # no uint64 view of the rows: table scan over all rows
+            if "tables" not in prep.extra:
+                prep.extra["tables"] = self.tables(prep.qw)
+            return super().scan(prep, codes, row_a, row_b, ranges, live, kk, scale)
+        words = codes.view(np.uint64)
+        nwords = (nbytes + 7) // 8
+        tail = nbytes - 8 * (nwords - 1)  # sign bytes in the last word (little-endian: low bytes)
+        last_mask = np.uint64((1 << (8 * tail)) - 1) if tail < 8 else np.uint64(0xFFFFFFFFFFFFFFFF)
+        m = max(CASCADE_FACTOR * kk, 64)
+        return binary_cascade_topk(prep.qw, prep.extra["qwords"], words, nwords, last_mask, codes, nbytes, row_a,
+                                   row_b, (scale * prep.qconst).astype(np.float32), ranges, live, m, kk)
+
+
+_SCANNERS: dict[str, Callable[[Quantizer], Scanner]] = {"binary": BinaryScanner}
+
+
+def register_scanner(name: str, factory: Callable[[Quantizer], Scanner]) -> None:
+    """Use ``factory`` to scan codes of quantiser family ``name``."""
+    _SCANNERS[name] = factory
+
+
+def scanner_for(q: Quantizer) -> Scanner:
+    """The fastest available scanner for quantiser ``q``."""
+    factory = _SCANNERS.get(q.name)
+    return factory(q) if factory is not None else DecodeScanner(q)

@@ -1,0 +1,429 @@
+"""Leech lattice Λ24 quantiser ("leech"): indexed shape–gain codes, fixed rate per 24-D block.
+
+Construction (quantizers.md §3).  J = √8·Λ24 ⊂ Z^24 is the union of the 8192 cosets
+``m·1 + 2c + 4z`` (m ∈ {0, 1}, c in the Golay code G24 of :mod:`.golay`, Σz ≡ m mod 2).  The
+*ball* Λ24(M) is the set of lattice points of squared norm ≤ 2M (Λ24 units; ≤ 16M in J):
+
+==== ============================ =========================
+M    |Λ24(M)| (origin included)   log2
+==== ============================ =========================
+2    196 561                      17.58
+6    39 462 040 801               35.20
+12   111 043 117 458 001          46.66
+13   280 974 212 784 721          48.00
+45   620 569 841 863 608 720 721  69.07
+==== ============================ =========================
+
+Code of one 24-D block at R = 24·bits bits (LLVQ-style shape–gain, quantizers.md §3.3c–3.6):
+
+* shape: a nonzero point v of Λ24(M), chosen to maximise the cosine ⟨x, v⟩/‖x‖‖v‖ — an
+  **exact** branch-and-bound search (:func:`vqsearch.kernels.leech.best_direction`);
+* gain: one of L = ⌊2^R / (|Λ24(M)| − 1)⌋ levels (1-D Lloyd–Max fitted on the training
+  blocks' optimal gains ‖x‖·cos), nearest to ‖x‖·cos (optimal for the chosen shape);
+* index: ``(rank(v) − 1)·L + g`` < 2^R, where ``rank`` is the exact ball ranking of
+  :mod:`vqsearch.kernels.leech` (origin = rank 0, excluded from the shape codebook).  It is a
+  bijection computed from tiny DP count tables, so the codebook is never materialised.
+
+Defaults per rate (measured on N(0,1), see benchmarks/rate_distortion.py):
+
+==== ========= ======= ============ ====== ===========================
+bits R / block shells M shape bits    L      MSE on N(0,1) (6k blocks)
+==== ========= ======= ============ ====== ===========================
+1.5  36        6       35.20        1      0.157
+2.0  48        12      46.66        2      0.0770
+3.0  72        45      69.07        7      0.0190
+==== ========= ======= ============ ====== ===========================
+
+Other rates 0.75 ≤ bits ≤ 3 with 24·bits an integer are accepted; their default M is the
+largest with L ≥ 6 (an untuned rule); ``shells`` overrides M.  Collinear duplicates (v and 2v
+both in the ball, < 2·10⁻⁷ of the shapes) are kept.
+
+Work dimension: the input (after the optional RHT) is zero-padded to a multiple of 24.
+Scale: ``"global"`` divides by the training RMS σ (stored in the state); ``"vector"`` divides
+each vector by its own RMS, stored as float16 in the first two code bytes (a vector whose RMS
+rounds to 0 in float16 decodes to zeros).
+
+Code layout (per vector, uint8): ``[float16 scale, little-endian, if scale="vector"]`` then
+the blocks' R-bit codes as one LSB-first bitstream (block j at bit 8·off + j·R), zero bits
+up to the byte boundary.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidCodes, InvalidInput, InvalidSpec
+from ..kernels import leech as kl
+from . import golay
+from .base import Quantizer, check_choice
+from .registry import register
+
+log = logging.getLogger(__name__)
+
+#: Tuned shells per block rate R (bits per 24-D block).
+DEFAULT_SHELLS = {36: 6, 48: 12, 72: 45}
+MIN_BLOCK_BITS = 18
+MAX_BLOCK_BITS = 72
+MAX_SHELLS = 64
+MAX_LEVELS = 4096
+#: Training blocks used to fit the gain levels (seeded subsample).
+FIT_BLOCKS = 4096
+#: Probe-radius grouping of the branch and bound: shells k..k' share a probe while
+#: sqrt(k'/k) ≤ 1 + γ/sqrt(M), γ = PROBE_GAMMA[0] for M ≤ 16 else PROBE_GAMMA[1].  Fewer probes
+#: (≈20 µs each) loosen the bounds so more cosets need the exact DP (≈6 µs at M = 12, ≈40 µs at
+#: M = 45); these values minimised the measured encode time at M = 6, 12 and 45.
+PROBE_GAMMA = (1.4, 0.85)
+BLOCK = 24
+
+
+@functools.cache
+def golay_words() -> np.ndarray:
+    """The 4096 codewords as ascending int64 integers (bit i = coordinate i), the kernels' ``cw``."""
+    return np.ascontiguousarray(golay.codeword_ints())
+
+
+@dataclass(frozen=True)
+class LeechBall:
+    """Ranking and search tables of the ball Λ24(M) (see :mod:`vqsearch.kernels.leech`)."""
+
+    shells: int
+    val: np.ndarray
+    cost: np.ndarray
+    par: np.ndarray
+    nval: np.ndarray
+    budget: np.ndarray
+    F: np.ndarray
+    offs: np.ndarray
+    size: int  # number of points, origin included
+    radii: np.ndarray
+    nlo: np.ndarray
+    nhi: np.ndarray
+
+    @property
+    def tables(self) -> tuple[np.ndarray, ...]:
+        return (self.val, self.cost, self.par, self.nval, self.budget)
+
+    # --- vectorised helpers (J coordinates, int64) ---------------------------------------
+    def rank(self, points: np.ndarray) -> list[int]:
+        """Ball ranks of J points (k, 24) as Python ints; -1 for points outside the ball/lattice."""
+        v = np.ascontiguousarray(points, dtype=np.int64).reshape(-1, BLOCK)
+        out = np.empty((v.shape[0], 2), dtype=np.int64)
+        kl.rank_points(v, golay_words(), *self.tables, self.F, self.offs, out)
+        return [-1 if h < 0 else (int(h) << kl.LIMB) + int(lo) for h, lo in out]
+
+    def unrank(self, ranks: list[int] | np.ndarray) -> np.ndarray:
+        """J points (k, 24) int64 of the given ranks (each in [0, size))."""
+        rs = [int(r) for r in ranks]
+        if any(r < 0 or r >= self.size for r in rs):
+            raise InvalidInput(f"ball ranks must lie in [0, {self.size})")
+        limbs = np.array([[r >> kl.LIMB, r & kl.MASK] for r in rs], dtype=np.int64).reshape(-1, 2)
+        out = np.zeros((len(rs), BLOCK), dtype=np.int64)
+        kl.unrank_points(limbs, golay_words(), *self.tables, self.F, self.offs, out)
+        return out
+
+    def best_directions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact max-cosine nonzero ball point (J coords) for each row of ``x`` (k, 24); (points, cosines)."""
+        x = np.ascontiguousarray(x, dtype=np.float64).reshape(-1, BLOCK)
+        pts = np.zeros(x.shape, dtype=np.int64)
+        cos = np.zeros(x.shape[0])
+        solved = np.zeros(x.shape[0], dtype=np.int64)
+        kl.best_directions(x, golay_words(), *self.tables, self.radii, self.nlo, self.nhi,
+                           pts, cos, solved)
+        return pts, cos
+
+
+def _value_lists(shells: int, budget: np.ndarray) -> dict[tuple[int, int], list[tuple[int, int, int]]]:
+    """Per (m, type t): the coordinate values x ≡ m + 2t (mod 4) within budget as (q, x, z mod 2), sorted."""
+    lim = math.isqrt(16 * shells) + 1
+    lists = {}
+    for m in range(2):
+        for t in range(2):
+            vals = []
+            for x in range(-lim, lim + 1):
+                if (x - m - 2 * t) % 4:
+                    continue
+                q = x * x // 4 if m == 0 else (x * x - 1) // 8
+                if q <= budget[m]:
+                    vals.append((q, x, ((x - m - 2 * t) // 4) & 1))
+            lists[m, t] = sorted(vals)
+    return lists
+
+
+def _probe_groups(shells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group consecutive shells under one probe radius (J units) for the branch-and-bound bounds."""
+    ratio = 1.0 + PROBE_GAMMA[0 if shells <= 16 else 1] / math.sqrt(shells)
+    groups, cur = [], [2]
+    for k in range(3, shells + 1):
+        if math.sqrt(k / cur[0]) <= ratio:
+            cur.append(k)
+        else:
+            groups.append(cur)
+            cur = [k]
+    groups.append(cur)
+    radii = np.array([4.0 * math.sqrt(math.sqrt(g[0] * g[-1])) for g in groups])
+    nlo = np.array([16.0 * g[0] for g in groups])
+    nhi = np.array([16.0 * g[-1] for g in groups])
+    return radii, nlo, nhi
+
+
+@functools.cache
+def leech_ball(shells: int) -> LeechBall:
+    """Build (once per M) the DP count tables of Λ24(M): exact Python-int counts split into 48-bit limbs.
+
+    ``F[m, ℓ, n1, b, π]`` counts ℓ coordinates (n1 of Golay type 1) with total unit cost ≤ b
+    and Σz ≡ π; it is built by adding one coordinate at a time (type 0 while any remain).
+    """
+    if not 2 <= shells <= MAX_SHELLS:
+        raise InvalidSpec(f"leech shells must be in [2, {MAX_SHELLS}], got {shells}")
+    budget = np.array([4 * shells, 2 * shells - 3], dtype=np.int64)
+    lists = _value_lists(shells, budget)
+    nvmax = max(len(v) for v in lists.values())
+    val = np.zeros((2, 2, nvmax), dtype=np.int64)
+    cost = np.zeros_like(val)
+    par = np.zeros_like(val)
+    nval = np.zeros((2, 2), dtype=np.int64)
+    for (m, t), vals in lists.items():
+        nval[m, t] = len(vals)
+        for j, (q, x, p) in enumerate(vals):
+            val[m, t, j], cost[m, t, j], par[m, t, j] = x, q, p
+    bmax = int(budget.max())
+    F = np.zeros((2, 25, 25, bmax + 1, 2, 2), dtype=np.int64)
+    full: dict[tuple[int, int], np.ndarray] = {}
+    for m in range(2):
+        B = int(budget[m])
+        g = {(0, 0): np.zeros((B + 1, 2), dtype=object)}
+        g[0, 0][:, 0] = 1
+        for ell in range(1, 25):
+            for n1 in range(ell + 1):
+                t = 0 if ell - n1 >= 1 else 1
+                prev = g[ell - 1, n1 - t]
+                new = np.zeros((B + 1, 2), dtype=object)
+                for q, _, p in lists[m, t]:
+                    new[q:, 0] += prev[: B + 1 - q, p]
+                    new[q:, 1] += prev[: B + 1 - q, 1 - p]
+                g[ell, n1] = new
+        for (ell, n1), arr in g.items():  # object arrays of exact Python ints → two limbs
+            F[m, ell, n1, : B + 1, :, 0] = (arr >> kl.LIMB).astype(np.int64)
+            F[m, ell, n1, : B + 1, :, 1] = (arr & kl.MASK).astype(np.int64)
+        full[m, 0] = g[24, 0]  # keep the counts needed for the coset sizes
+        for w in (8, 12, 16, 24):
+            full[m, w] = g[24, w]
+    weights = golay.codewords().sum(axis=1)
+    offs = np.zeros((8193, 2), dtype=np.int64)
+    acc = 0
+    for kappa in range(8192):
+        m, u = divmod(kappa, 4096)
+        offs[kappa] = (acc >> kl.LIMB, acc & kl.MASK)
+        acc += int(full[m, int(weights[u])][budget[m], m])
+    offs[8192] = (acc >> kl.LIMB, acc & kl.MASK)
+    for arr in (val, cost, par, nval, budget, F, offs):
+        arr.setflags(write=False)
+    return LeechBall(shells, val, cost, par, nval, budget, F, offs, acc, *_probe_groups(shells))
+
+
+def default_shells(block_bits: int) -> int:
+    """Tuned M for 36/48/72 bits per block; otherwise the largest M with ≥ 6 gain levels."""
+    if block_bits in DEFAULT_SHELLS:
+        return DEFAULT_SHELLS[block_bits]
+    best = 2
+    for m in range(2, MAX_SHELLS + 1):
+        size = leech_ball(m).size - 1
+        if (1 << block_bits) // size >= 6:
+            best = m
+        else:
+            break
+    return best
+
+
+def nearest_point_j(y: np.ndarray) -> np.ndarray:
+    """Nearest points of J = √8·Λ24 (int64 (k, 24)) to the rows of ``y`` (k, 24), J coordinates."""
+    y = np.ascontiguousarray(y, dtype=np.float64).reshape(-1, BLOCK)
+    out = np.zeros(y.shape, dtype=np.int64)
+    kl.nearest_points(y, golay_words(), out)
+    return out
+
+
+def nearest_point(y: np.ndarray) -> np.ndarray:
+    """Nearest points of Λ24 (unimodular scale: min norm 4) to the rows of ``y`` (k, 24), float64."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1, BLOCK)
+    return nearest_point_j(y * math.sqrt(8.0)) / math.sqrt(8.0)
+
+
+def _lloyd_1d(values: np.ndarray, levels: int, iters: int = 100) -> np.ndarray:
+    """1-D Lloyd–Max levels (sorted float64) for ``values``; quantile start, empty cells keep their level."""
+    values = np.sort(np.asarray(values, dtype=np.float64))
+    lv = np.quantile(values, (np.arange(levels) + 0.5) / levels)
+    for _ in range(iters):
+        idx = np.searchsorted((lv[1:] + lv[:-1]) / 2, values)
+        sums = np.bincount(idx, weights=values, minlength=levels)
+        cnts = np.bincount(idx, minlength=levels)
+        new = np.where(cnts > 0, sums / np.maximum(cnts, 1), lv)
+        new.sort()
+        if np.allclose(new, lv, rtol=0, atol=1e-12):
+            break
+        lv = new
+    return lv
+
+
+@register(aliases=("leech24", "llvq"))
+class Leech(Quantizer):
+    """Leech lattice shape–gain quantiser at 1.5, 2 or 3 bits/dim (any 24·bits ∈ [18, 72]).
+
+    Parameters
+    ----------
+    bits : float, default 2.0
+        Bits per dimension of the lattice code (R = 24·bits per block, excluding the optional
+        per-vector scale).  Higher → lower error; encode cost grows with the ball (3 bits is
+        ~4× slower to encode than 2 bits).
+    shells : int, default 0
+        Ball Λ24(M) of the shape codebook; 0 picks the tuned M for the rate.  Larger M gives
+        finer shapes but fewer gain levels L = ⌊2^R/(|Λ24(M)| − 1)⌋ (must be 1..4096).
+    scale : {"global", "vector"}, default "global"
+        Global training RMS (no per-vector storage) or a float16 RMS per vector (+16 bits per
+        vector; robust to vectors of very different norms).
+    rht : bool, default False
+        Randomized Hadamard transform first (recommended for real embeddings and weights:
+        it makes coordinates near-Gaussian and blocks equally loaded).
+    seed : int, default 0
+        Seed of the RHT signs and of the training subsample.
+    """
+
+    name = "leech"
+    codec_id = 13
+    description = "Leech lattice Λ24 shape–gain codes, exact search and indexing, 1.5/2/3 bits/dim"
+    data_free = False
+    min_train = 1
+
+    def __init__(self, *, bits: float = 2.0, shells: int = 0, scale: str = "global",
+                 rht: bool = False, seed: int = 0) -> None:
+        super().__init__(rht=rht, seed=seed)
+        try:
+            bits = float(bits)
+            shells = int(shells)
+        except (TypeError, ValueError):
+            raise InvalidSpec(f"leech: bits must be a number and shells an integer, got {bits!r}, {shells!r}") \
+                from None
+        block_bits = round(BLOCK * bits)
+        if not math.isfinite(bits) or abs(BLOCK * bits - block_bits) > 1e-9 \
+                or not MIN_BLOCK_BITS <= block_bits <= MAX_BLOCK_BITS:
+            raise InvalidSpec(f"leech bits must make 24·bits an integer in [{MIN_BLOCK_BITS}, {MAX_BLOCK_BITS}]"
+                              f" (e.g. 1.5, 2, 3), got {bits}")
+        if shells != 0 and not 2 <= shells <= MAX_SHELLS:
+            raise InvalidSpec(f"leech shells must be 0 (auto) or in [2, {MAX_SHELLS}], got {shells}")
+        self.bits = bits
+        self.shells = shells
+        self.scale = check_choice("scale", scale, ("global", "vector"))
+        self.block_bits = block_bits
+        m = shells or default_shells(block_bits)
+        self.ball = leech_ball(m)
+        self.levels = (1 << block_bits) // (self.ball.size - 1)
+        if self.levels < 1:
+            raise InvalidSpec(f"leech shells={m} has {self.ball.size - 1} shapes, more than the 2^{block_bits}"
+                              " codes of a block (choose fewer shells or more bits)")
+        if self.levels > MAX_LEVELS:
+            raise InvalidSpec(f"leech shells={m} leaves {self.levels} gain levels at {block_bits} bits per block,"
+                              f" more than {MAX_LEVELS} (choose more shells)")
+        self.sigma = 1.0
+        self.gain_values = np.ones(self.levels)
+
+    # ------------------------------------------------------------------ layout
+    def _work_dim(self, d_in: int) -> int:
+        return BLOCK * -(-d_in // BLOCK)
+
+    @property
+    def _d_real(self) -> int:
+        return self._transform.n if self._transform is not None else int(self.d)
+
+    @property
+    def _byte_off(self) -> int:
+        return 2 if self.scale == "vector" else 0
+
+    def _code_size(self) -> int:
+        return self._byte_off + -(-(self._d_work // BLOCK) * self.block_bits // 8)
+
+    # ------------------------------------------------------------------ maths
+    def _normalise(self, xw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Work rows divided by their scale (float64) and the scales as stored (float32 (n,))."""
+        n = xw.shape[0]
+        if self.scale == "global":
+            scales = np.full(n, self.sigma, dtype=np.float32)
+        else:
+            rms = np.sqrt(np.einsum("ij,ij->i", xw, xw, dtype=np.float64) / self._d_real)
+            if np.any(rms > np.finfo(np.float16).max):
+                raise InvalidInput("leech scale='vector': a vector's RMS exceeds the float16 range")
+            scales = rms.astype(np.float16).astype(np.float32)
+        div = np.where(scales > 0, scales, 1.0).astype(np.float64)
+        return xw.astype(np.float64) / div[:, None], scales
+
+    def _search(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pts, cos = self.ball.best_directions(blocks)
+        return pts, np.linalg.norm(blocks, axis=1) * cos
+
+    def _fit(self, xw: np.ndarray) -> None:
+        sq = float(np.einsum("ij,ij->", xw, xw, dtype=np.float64))
+        self.sigma = math.sqrt(sq / (xw.shape[0] * self._d_real)) or 1.0
+        y, _ = self._normalise(xw)
+        blocks = y.reshape(-1, BLOCK)
+        if blocks.shape[0] > FIT_BLOCKS:
+            pick = np.random.default_rng(self.seed).choice(blocks.shape[0], FIT_BLOCKS, replace=False)
+            blocks = blocks[np.sort(pick)]
+        _, gains = self._search(blocks)
+        self.gain_values = _lloyd_1d(gains, self.levels)
+
+    def _gain_index(self, gains: np.ndarray) -> np.ndarray:
+        mids = (self.gain_values[1:] + self.gain_values[:-1]) / 2
+        return np.searchsorted(mids, gains).astype(np.int64)
+
+    def _encode(self, xw: np.ndarray) -> np.ndarray:
+        n = xw.shape[0]
+        y, scales = self._normalise(xw)
+        blocks = y.reshape(-1, BLOCK)
+        pts, gains = self._search(blocks)
+        ranks = np.empty((blocks.shape[0], 2), dtype=np.int64)
+        kl.rank_points(pts, golay_words(), *self.ball.tables, self.ball.F, self.ball.offs, ranks)
+        if np.any(ranks[:, 0] < 0):  # search invariant: every answer is a ball point
+            raise RuntimeError("leech search returned a point outside the ball")
+        codes = np.zeros((n, self._code_size()), dtype=np.uint8)
+        if self.scale == "vector":
+            codes[:, :2] = scales.astype("<f2").view(np.uint8).reshape(n, 2)
+        kl.pack_codes(ranks, self._gain_index(gains), self.levels, self.block_bits,
+                      self._d_work // BLOCK, self._byte_off, codes)
+        return codes
+
+    def _decode(self, codes: np.ndarray) -> np.ndarray:
+        n = codes.shape[0]
+        if self.scale == "vector":
+            scales = np.ascontiguousarray(codes[:, :2]).view("<f2").reshape(n).astype(np.float32)
+            if not np.isfinite(scales).all():
+                raise InvalidCodes("leech codes hold a non-finite per-vector scale")
+        else:
+            scales = np.full(n, self.sigma, dtype=np.float32)
+        size = self.ball.size - 1
+        out = np.empty((n, self._d_work), dtype=np.float32)
+        bad = np.zeros(n, dtype=np.uint8)
+        kl.decode_rows(codes, self._byte_off, self._d_work // BLOCK, self.block_bits, self.levels,
+                       self.gain_values, scales, size >> kl.LIMB, size & kl.MASK, golay_words(),
+                       *self.ball.tables, self.ball.F, self.ball.offs, out, bad)
+        if bad.any():
+            raise InvalidCodes(f"leech codes of {int(bad.sum())} vector(s) (first: row {int(np.argmax(bad))})"
+                               f" hold a block index ≥ {size * self.levels}, outside the codebook")
+        return out
+
+    # ------------------------------------------------------------------ state
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"sigma": np.array([self.sigma], dtype=np.float64), "gain_values": self.gain_values}
+
+    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        sigma = arrays["sigma"]
+        gains = arrays["gain_values"]
+        if sigma.shape != (1,) or gains.shape != (self.levels,) or not np.isfinite(gains).all() \
+                or not np.isfinite(sigma).all():
+            raise ValueError(f"expected sigma (1,) and {self.levels} finite gain values, got "
+                             f"{sigma.shape} and {gains.shape}")
+        self.sigma = float(sigma[0])
+        self.gain_values = gains.astype(np.float64)

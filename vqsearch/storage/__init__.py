@@ -1,0 +1,31 @@
+"""Storage layer: durable, versioned, memory-mapped Arrow segments (files, not maths).
+
+>>> from vqsearch.storage import Store, StoreConfig
+>>> # store = Store.create(path, StoreConfig(code_columns={"scan": 56}, dim=384))
+
+See :mod:`vqsearch.storage.store` for the layout and the durability guarantee,
+:mod:`vqsearch.storage.segment` for the segment format and
+:mod:`vqsearch.storage.filters` for the filter language.
+"""
+
+from __future__ import annotations
+
+from .config import Layout, StoreConfig, StorePolicy
+from .filters import OPERATORS, CompiledFilter, compile_filter
+from .snapshot import Rows, SegmentView, Snapshot
+from .store import SkippedFile, Store, VersionInfo
+
+__all__ = [
+    "OPERATORS",
+    "CompiledFilter",
+    "Layout",
+    "Rows",
+    "SegmentView",
+    "SkippedFile",
+    "Snapshot",
+    "Store",
+    "StoreConfig",
+    "StorePolicy",
+    "VersionInfo",
+    "compile_filter",
+]
