@@ -27,12 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import faiss  # noqa: E402
-import hnswlib  # noqa: E402
-import numba  # noqa: E402
+import faiss
+import hnswlib
+import numba
 
-import vqsearch  # noqa: E402
-from benchmarks.common import banner, load_debian, table  # noqa: E402
+import vqsearch
+from benchmarks.common import banner, load_debian, table
 
 THREADS = int(os.environ.get("VQSEARCH_THREADS", 2))
 SINGLE_QUERIES = int(os.environ.get("VQSEARCH_SINGLE_QUERIES", 200))

@@ -12,11 +12,12 @@ power-of-two number of columns.  Rows are processed in parallel.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from ._variants import variant
 
 
-@njit(cache=True, parallel=True)
-def fwht_rows(x: np.ndarray) -> None:
+def _fwht_rows_impl(x: np.ndarray) -> None:
     n, m = x.shape
     for r in prange(n):
         row = x[r]
@@ -29,3 +30,8 @@ def fwht_rows(x: np.ndarray) -> None:
                     row[j] = a + b
                     row[j + h] = a - b
             h *= 2
+
+
+fwht_rows = variant(_fwht_rows_impl, "fwht_rows", parallel=True)
+#: Serial variant: a few rows do not pay for waking the thread pool (single-query latency).
+fwht_rows_serial = variant(_fwht_rows_impl, "fwht_rows_serial")

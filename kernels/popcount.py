@@ -3,18 +3,27 @@ and the per-byte lookup tables used to score packed bits against a float query.
 
 Bit layout shared with :mod:`vqsearch.quantizers.binary` and :mod:`~.ternary`: bits are packed
 with ``np.packbits`` (big bit order: bit 7 of byte 0 is coordinate 0, padding bits are 0), and
-the popcount kernels read the packed bytes as little-endian ``uint64`` words (rows zero-padded
-to a multiple of 8 bytes).  Popcounts of XOR/AND combinations do not depend on the order of
-bits inside a word, so the word view needs no bit reversal.
+the popcount kernels read the packed bytes as ``uint64`` words (rows zero-padded to a multiple
+of 8 bytes).  Popcounts of XOR/AND combinations do not depend on the order of bits inside a
+word, so the word view needs no bit reversal.
 
 ``np.bitwise_count`` is not supported inside ``@njit`` by numba 0.68, so :func:`popcount64`
 uses the SWAR formula; LLVM recognises it and emits a single ``popcnt`` on x86-64.
+
+Each kernel comes as a parallel variant (``prange`` over the rows of the first operand, the
+query axis) and a ``_serial`` one; :func:`use_parallel` picks by the amount of work.  On a busy
+machine a parallel region waits for a descheduled worker for a whole scheduler time slice
+(measured 10–16 ms per call on the shared 2-core box, against microseconds of work), so small
+calls — and every single-query call — run serially.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+#: Inner-loop operations below which the serial variant is used.
+PARALLEL_MIN_WORK = 1 << 22
 
 _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
@@ -24,6 +33,11 @@ _S1 = np.uint64(1)
 _S2 = np.uint64(2)
 _S4 = np.uint64(4)
 _S56 = np.uint64(56)
+
+
+def use_parallel(rows: int, work: int) -> bool:
+    """True when a kernel call is worth a parallel region (more than one row, enough work)."""
+    return rows > 1 and work >= PARALLEL_MIN_WORK
 
 
 @njit(cache=True, inline="always")
@@ -38,6 +52,17 @@ def popcount64(x: np.uint64) -> np.int64:
     return np.int64((x * _H01) >> _S56)
 
 
+# ------------------------------------------------------------------------ Hamming
+@njit(cache=True)
+def _hamming_row(a: np.ndarray, b: np.ndarray, i: int, out: np.ndarray) -> None:
+    nw = a.shape[1]
+    for j in range(b.shape[0]):
+        s = 0
+        for w in range(nw):
+            s += popcount64(a[i, w] ^ b[j, w])
+        out[i, j] = s
+
+
 @njit(cache=True, parallel=True)
 def hamming_u64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise Hamming distances between packed bit rows.
@@ -45,18 +70,34 @@ def hamming_u64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     .. math:: H_{ij} = \\sum_w \\operatorname{popcount}(a_{iw} \\oplus b_{jw})
 
     ``a``: uint64 (na, w), ``b``: uint64 (nb, w), same word count, padding bits zero in both.
-    Returns int32 (na, nb).  Parallel over rows of ``a`` (the query axis).
+    Returns int32 (na, nb).  Parallel over rows of ``a``.
     """
-    na, nw = a.shape
-    nb = b.shape[0]
-    out = np.empty((na, nb), dtype=np.int32)
-    for i in prange(na):
-        for j in range(nb):
-            s = 0
-            for w in range(nw):
-                s += popcount64(a[i, w] ^ b[j, w])
-            out[i, j] = s
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.int32)
+    for i in prange(a.shape[0]):
+        _hamming_row(a, b, i, out)
     return out
+
+
+@njit(cache=True)
+def hamming_u64_serial(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`hamming_u64` on one thread."""
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.int32)
+    for i in range(a.shape[0]):
+        _hamming_row(a, b, i, out)
+    return out
+
+
+# -------------------------------------------------------------------- ternary dot
+@njit(cache=True)
+def _ternary_row(pa, na_, pb, nb_, i, out) -> None:
+    nw = pa.shape[1]
+    for j in range(pb.shape[0]):
+        s = 0
+        for w in range(nw):
+            same = (pa[i, w] & pb[j, w]) | (na_[i, w] & nb_[j, w])
+            diff = (pa[i, w] & nb_[j, w]) | (na_[i, w] & pb[j, w])
+            s += popcount64(same) - popcount64(diff)
+        out[i, j] = s
 
 
 @njit(cache=True, parallel=True)
@@ -71,18 +112,34 @@ def ternary_dot_u64(pa: np.ndarray, na_: np.ndarray, pb: np.ndarray, nb_: np.nda
     check), so 2 popcounts per word replace 4.  Inputs: uint64 (n, w) planes, equal word counts.
     Returns int32 (na, nb), parallel over rows of the first operand.
     """
-    n1, nw = pa.shape
-    n2 = pb.shape[0]
-    out = np.empty((n1, n2), dtype=np.int32)
-    for i in prange(n1):
-        for j in range(n2):
-            s = 0
-            for w in range(nw):
-                same = (pa[i, w] & pb[j, w]) | (na_[i, w] & nb_[j, w])
-                diff = (pa[i, w] & nb_[j, w]) | (na_[i, w] & pb[j, w])
-                s += popcount64(same) - popcount64(diff)
-            out[i, j] = s
+    out = np.empty((pa.shape[0], pb.shape[0]), dtype=np.int32)
+    for i in prange(pa.shape[0]):
+        _ternary_row(pa, na_, pb, nb_, i, out)
     return out
+
+
+@njit(cache=True)
+def ternary_dot_u64_serial(pa: np.ndarray, na_: np.ndarray, pb: np.ndarray, nb_: np.ndarray) -> np.ndarray:
+    """:func:`ternary_dot_u64` on one thread."""
+    out = np.empty((pa.shape[0], pb.shape[0]), dtype=np.int32)
+    for i in range(pa.shape[0]):
+        _ternary_row(pa, na_, pb, nb_, i, out)
+    return out
+
+
+# ------------------------------------------------------------------- byte tables
+@njit(cache=True)
+def _byte_luts_row(q: np.ndarray, r: int, out: np.ndarray) -> None:
+    dim = q.shape[1]
+    for j in range(out.shape[1]):
+        t = out[r, j]
+        t[0] = np.float32(0.0)
+        for b in range(8):  # bit b (LSB = 0) of the byte value is coordinate 8j + 7 - b
+            c = 8 * j + 7 - b
+            val = q[r, c] if c < dim else np.float32(0.0)
+            size = 1 << b
+            for v in range(size):
+                t[v + size] = t[v] + val
 
 
 @njit(cache=True, parallel=True)
@@ -96,15 +153,16 @@ def byte_luts(q: np.ndarray, nbytes: int) -> np.ndarray:
     count as 0 (padding).  ``q``: float32 (nq, D); returns float32 (nq, nbytes, 256), built by
     doubling (255 additions per table).  Parallel over queries.
     """
-    nq, dim = q.shape
-    out = np.zeros((nq, nbytes, 256), dtype=np.float32)
-    for r in prange(nq):
-        for j in range(nbytes):
-            t = out[r, j]
-            for b in range(8):  # bit b (LSB = 0) of the byte value is coordinate 8j + 7 - b
-                c = 8 * j + 7 - b
-                val = q[r, c] if c < dim else np.float32(0.0)
-                size = 1 << b
-                for v in range(size):
-                    t[v + size] = t[v] + val
+    out = np.empty((q.shape[0], nbytes, 256), dtype=np.float32)
+    for r in prange(q.shape[0]):
+        _byte_luts_row(q, r, out)
+    return out
+
+
+@njit(cache=True)
+def byte_luts_serial(q: np.ndarray, nbytes: int) -> np.ndarray:
+    """:func:`byte_luts` on one thread."""
+    out = np.empty((q.shape[0], nbytes, 256), dtype=np.float32)
+    for r in range(q.shape[0]):
+        _byte_luts_row(q, r, out)
     return out

@@ -13,13 +13,42 @@ Layouts ("plain", one row per vector, no fast-scan interleaving):
   high nibble (faiss ``ProductQuantizer`` order); an odd ``m`` leaves the last high nibble unused.
 
 Accumulation is in float32, in position order (the order a numpy reference should use when
-it wants to match to the last few ulps).
+it wants to match to the last few ulps).  Each kernel has a parallel variant (over queries, or
+row blocks for :func:`pq_assign`) and a ``_serial`` one; see
+:func:`vqsearch.kernels.popcount.use_parallel` for why small calls stay serial.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from .popcount import use_parallel
+
+
+@njit(cache=True)
+def _adc8_query(t: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
+    m = t.shape[0]
+    for i in range(codes.shape[0]):
+        s = np.float32(0.0)
+        for p in range(m):
+            s += t[p, codes[i, p]]
+        out[i] = s
+
+
+@njit(cache=True)
+def _adc4_query(t: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
+    m = t.shape[0]
+    half = m // 2
+    for i in range(codes.shape[0]):
+        s = np.float32(0.0)
+        for j in range(half):
+            byte = codes[i, j]
+            s += t[2 * j, byte & 15]
+            s += t[2 * j + 1, byte >> 4]
+        if m % 2:
+            s += t[m - 1, codes[i, half] & 15]
+        out[i] = s
 
 
 @njit(cache=True, parallel=True)
@@ -32,16 +61,18 @@ def adc_scan8(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     ``m`` bytes of each row are read, so rows may carry trailing per-vector factors.
     Returns float32 (nq, n).  Parallel over queries.
     """
-    nq, m, _ = lut.shape
-    n = codes.shape[0]
-    out = np.empty((nq, n), dtype=np.float32)
-    for r in prange(nq):
-        t = lut[r]
-        for i in range(n):
-            s = np.float32(0.0)
-            for p in range(m):
-                s += t[p, codes[i, p]]
-            out[r, i] = s
+    out = np.empty((lut.shape[0], codes.shape[0]), dtype=np.float32)
+    for r in prange(lut.shape[0]):
+        _adc8_query(lut[r], codes, out[r])
+    return out
+
+
+@njit(cache=True)
+def adc_scan8_serial(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """:func:`adc_scan8` on one thread."""
+    out = np.empty((lut.shape[0], codes.shape[0]), dtype=np.float32)
+    for r in range(lut.shape[0]):
+        _adc8_query(lut[r], codes, out[r])
     return out
 
 
@@ -55,45 +86,36 @@ def adc_scan4(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     ``lut``: float32 (nq, m, 16); ``codes``: uint8 (n, w) with ``w >= ceil(m / 2)``.
     Returns float32 (nq, n), accumulated in position order.  Parallel over queries.
     """
-    nq, m, _ = lut.shape
-    n = codes.shape[0]
-    half = m // 2
-    odd = m % 2
-    out = np.empty((nq, n), dtype=np.float32)
-    for r in prange(nq):
-        t = lut[r]
-        for i in range(n):
-            s = np.float32(0.0)
-            for j in range(half):
-                byte = codes[i, j]
-                s += t[2 * j, byte & 15]
-                s += t[2 * j + 1, byte >> 4]
-            if odd:
-                s += t[m - 1, codes[i, half] & 15]
-            out[r, i] = s
+    out = np.empty((lut.shape[0], codes.shape[0]), dtype=np.float32)
+    for r in prange(lut.shape[0]):
+        _adc4_query(lut[r], codes, out[r])
     return out
 
 
-@njit(cache=True, parallel=True)
-def pq_assign(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarray:
-    """Nearest codeword per sub-vector (PQ encoding), exhaustive.
+@njit(cache=True)
+def adc_scan4_serial(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """:func:`adc_scan4` on one thread."""
+    out = np.empty((lut.shape[0], codes.shape[0]), dtype=np.float32)
+    for r in range(lut.shape[0]):
+        _adc4_query(lut[r], codes, out[r])
+    return out
 
-    .. math:: c_{i,p} = \\arg\\min_k \\; \\|C_p[k]\\|^2 - 2\\langle y_{i,p}, C_p[k]\\rangle
 
-    (‖y_{i,p}‖² is the same for every k and dropped; ties go to the lowest k).  ``y``: float32
-    (n, M·dsub), sub-vector p = columns [p·dsub, (p+1)·dsub); ``cent_t``: float32 (M, dsub, K)
-    — the codebooks transposed so that the inner loop runs over K contiguous values (SIMD);
-    ``cnorm``: float32 (M, K).  K ≤ 256.  Returns uint8 (n, M).  Parallel over rows.
+def adc_scan(lut: np.ndarray, codes: np.ndarray, nbits: int) -> np.ndarray:
+    """Dispatch to the 8- or 4-bit scan, parallel only for batches with enough work."""
+    nq, m, _ = lut.shape
+    par = use_parallel(nq, nq * codes.shape[0] * m)
+    if nbits == 8:
+        return (adc_scan8 if par else adc_scan8_serial)(lut, codes)
+    return (adc_scan4 if par else adc_scan4_serial)(lut, codes)
 
-    A kernel rather than numpy's stacked matmul: M small GEMMs each hand work to BLAS threads,
-    which on a busy 2-core machine cost 0.8 s for 512 × 768 at K = 256 (this loop: ~10 ms).
-    """
-    n = y.shape[0]
+
+@njit(cache=True)
+def _assign_rows(y, cent_t, cnorm, start, stop, out) -> None:
     m_, dsub, k_ = cent_t.shape
-    out = np.empty((n, m_), dtype=np.uint8)
+    acc = np.empty(k_, dtype=np.float32)
     minus2 = np.float32(-2.0)
-    for i in prange(n):
-        acc = np.empty(k_, dtype=np.float32)
+    for i in range(start, stop):
         for p in range(m_):
             for k in range(k_):
                 acc[k] = cnorm[p, k]
@@ -108,4 +130,33 @@ def pq_assign(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarra
                     best_v = acc[k]
                     best = k
             out[i, p] = best
+
+
+@njit(cache=True, parallel=True)
+def pq_assign(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarray:
+    """Nearest codeword per sub-vector (PQ encoding), exhaustive.
+
+    .. math:: c_{i,p} = \\arg\\min_k \\; \\|C_p[k]\\|^2 - 2\\langle y_{i,p}, C_p[k]\\rangle
+
+    (‖y_{i,p}‖² is the same for every k and dropped; ties go to the lowest k).  ``y``: float32
+    (n, M·dsub), sub-vector p = columns [p·dsub, (p+1)·dsub); ``cent_t``: float32 (M, dsub, K)
+    — the codebooks transposed so that the inner loop runs over K contiguous values (SIMD);
+    ``cnorm``: float32 (M, K).  K ≤ 256.  Returns uint8 (n, M).  Parallel over blocks of rows.
+
+    A kernel rather than numpy's stacked matmul: M small GEMMs each hand work to BLAS threads,
+    which on a busy 2-core machine cost 0.8 s for 512 × 768 at K = 256 (this loop: ~25 ms).
+    """
+    n = y.shape[0]
+    out = np.empty((n, cent_t.shape[0]), dtype=np.uint8)
+    block = 64
+    for b in prange((n + block - 1) // block):
+        _assign_rows(y, cent_t, cnorm, b * block, min(n, (b + 1) * block), out)
+    return out
+
+
+@njit(cache=True)
+def pq_assign_serial(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarray:
+    """:func:`pq_assign` on one thread."""
+    out = np.empty((y.shape[0], cent_t.shape[0]), dtype=np.uint8)
+    _assign_rows(y, cent_t, cnorm, 0, y.shape[0], out)
     return out

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._variants import variant
 from .popcount import popcount64
 from .topk import heap_replace_root, heap_to_sorted
 
@@ -50,8 +51,7 @@ def _score_range(table, codes, row_a, row_b, live, start, stop, bias, vals, rows
             heap_replace_root(vals, rows, s, i)
 
 
-@njit(cache=True, parallel=True)
-def lut_scan_topk(tables, codes, row_a, row_b, ranges, bias, live, k):
+def _lut_scan_topk(tables, codes, row_a, row_b, ranges, bias, live, k):
     """Best ``k`` rows per query by LUT score → (scores (nq, k) desc, rows (nq, k), -1 = none)."""
     nq = tables.shape[0]
     vals = np.full((nq, k), -np.inf, dtype=np.float32)
@@ -101,61 +101,6 @@ def lut_scan_topk_split(table, codes, row_a, row_b, ranges, bias, live, k, nchun
                 heap_replace_root(out_v, out_r, vals[c, t], rows[c, t])
     heap_to_sorted(out_v, out_r)
     return out_v, out_r
-
-
-@njit(cache=True, inline="always")
-def _bitplane_range(planes, coef, words, nwords, row_a, row_b, live, start, stop, bias, vals, rows):
-    nplanes = planes.shape[0]
-    has_a = row_a.shape[0] > 0
-    has_b = row_b.shape[0] > 0
-    has_live = live.shape[0] > 0
-    for i in range(start, stop):
-        if has_live and not live[i]:
-            continue
-        w = words[i]
-        pc = 0
-        for t in range(nwords):
-            pc += popcount64(w[t])
-        acc = 0
-        for j in range(nplanes):
-            pj = planes[j]
-            cj = 0
-            for t in range(nwords):
-                cj += popcount64(w[t] & pj[t])
-            acc += cj << j
-        s = np.float32(coef[0] * acc + coef[1] * pc + coef[2])
-        if has_b:
-            s *= row_b[i]
-        if has_a:
-            s += row_a[i]
-        s += bias
-        if s > vals[0]:
-            heap_replace_root(vals, rows, s, i)
-
-
-@njit(cache=True, parallel=True)
-def bitplane_scan_topk(planes, coef, words, nwords, row_a, row_b, ranges, bias, live, k):
-    """Best ``k`` rows per query scoring packed bits against a B-bit quantised query.
-
-    With the query quantised as q_i ≈ lo + Δ·u_i, u_i = Σ_j 2^j u_ij (bitplanes ``planes[q, j]``),
-
-    .. math:: S = c_0 \\sum_j 2^j \\operatorname{popcount}(x \\wedge P_j) + c_1 \\operatorname{popcount}(x) + c_2
-
-    so e.g. c = (2Δ, 2·lo, −Σq) gives Σ_i q_i (2x_i − 1).  ``words`` uint64 (n, stride): the first
-    ``nwords`` words of each row are the packed bits; ``planes`` uint64 (nq, B, nwords); ``coef``
-    float32 (nq, 3).  Other arguments as in :func:`lut_scan_topk`.
-    """
-    nq = planes.shape[0]
-    vals = np.full((nq, k), -np.inf, dtype=np.float32)
-    rows = np.full((nq, k), -1, dtype=np.int64)
-    for q in prange(nq):
-        hv = vals[q]
-        hr = rows[q]
-        for r in range(ranges.shape[1]):
-            _bitplane_range(planes[q], coef[q], words, nwords, row_a, row_b, live, ranges[q, r, 0],
-                            ranges[q, r, 1], bias[q, r], hv, hr)
-        heap_to_sorted(hv, hr)
-    return vals, rows
 
 
 @njit(cache=True, parallel=True)
@@ -208,8 +153,7 @@ def _signed_byte_table(qrow, nbytes, table):
             table[j, b] = table[j, b ^ low] + v
 
 
-@njit(cache=True, parallel=True)
-def binary_cascade_topk(qw, qwords, words, nwords, last_mask, codes, nbytes, row_a, row_b, qconst, ranges, live, m,
+def _binary_cascade_topk(qw, qwords, words, nwords, last_mask, codes, nbytes, row_a, row_b, qconst, ranges, live, m,
                         k):
     """Two-pass scan of sign-bit codes: Hamming top-``m``, then the best ``k`` of those by RaBitQ estimate.
 
@@ -263,3 +207,10 @@ def binary_cascade_topk(qw, qwords, words, nwords, last_mask, codes, nbytes, row
                 heap_replace_root(kv, kr, s, i)
         heap_to_sorted(kv, kr)
     return vals, rows
+
+
+lut_scan_topk = variant(_lut_scan_topk, "lut_scan_topk", parallel=True)
+lut_scan_topk_serial = variant(_lut_scan_topk, "lut_scan_topk_serial")
+binary_cascade_topk = variant(_binary_cascade_topk, "binary_cascade_topk", parallel=True)
+#: Serial variants: small scans (one query over a few IVF lists) do not pay for waking the thread pool.
+binary_cascade_topk_serial = variant(_binary_cascade_topk, "binary_cascade_topk_serial")

@@ -321,14 +321,16 @@ def viterbi_block(x: np.ndarray, vals: np.ndarray, L: int, kv: int, start: int, 
 
 @njit(cache=True, parallel=True)
 def viterbi_encode(x: np.ndarray, vals: np.ndarray, L: int, kv: int, start: np.ndarray,
-                   end: np.ndarray, states: np.ndarray, nthreads: int) -> np.ndarray:
+                   end: np.ndarray, states: np.ndarray, nchunks: int) -> np.ndarray:
     """Viterbi paths of many blocks in parallel (one block per thread at a time).
 
     ``x``: float32 (nb, n·V) C-contiguous; ``vals``: float32 (V, 2^L); ``start``, ``end``:
     int64 (nb,) end constraints per block or −1 (see :func:`viterbi_block`); ``states``:
     int32 (nb, n) output;
-    ``nthreads``: number of block chunks (``numba.get_num_threads()``; scratch is
-    allocated once per chunk).  Returns float32 (nb,) path costs.  Memory per thread: 2·2^L float32 costs plus
+    ``nchunks``: blocks are dealt round-robin to this many chunks, each with its own
+    scratch (allocated once per chunk); a few chunks per thread, scheduled dynamically
+    (``numba.parallel_chunksize(1)``), keep both cores busy when one is shared.  Returns
+    float32 (nb,) path costs.  Memory per thread: 2·2^L float32 costs plus
     ``n·2^(L−kv)`` uint8 back-pointers (e.g. 4 MiB at L=16, kv=2, n=256).
     """
     nb = x.shape[0]
@@ -337,7 +339,7 @@ def viterbi_encode(x: np.ndarray, vals: np.ndarray, L: int, kv: int, start: np.n
     N = 1 << L
     M = N >> kv
     costs = np.empty(nb, dtype=np.float32)
-    nchunks = max(1, min(nb, nthreads))
+    nchunks = max(1, min(nb, nchunks))
     for c in prange(nchunks):
         prev = np.empty(N, dtype=np.float32)
         cur = np.empty(N, dtype=np.float32)

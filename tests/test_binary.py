@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vqsearch.kernels.popcount import byte_luts, hamming_u64
+from vqsearch.kernels.popcount import byte_luts, byte_luts_serial, hamming_u64, hamming_u64_serial
 from vqsearch.kernels.pq import adc_scan8
 
 from tests import reference as ref
@@ -18,11 +18,12 @@ def gauss(n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("d", ODD_DIMS)
-def test_hamming_kernel_matches_numpy(d):
+@pytest.mark.parametrize("kernel", [hamming_u64, hamming_u64_serial])
+def test_hamming_kernel_matches_numpy(d, kernel):
     r = np.random.default_rng(d)
     a = r.standard_normal((13, d)) > 0
     b = r.standard_normal((17, d)) > 0
-    got = hamming_u64(pack_words(np.packbits(a, axis=1)), pack_words(np.packbits(b, axis=1)))
+    got = kernel(pack_words(np.packbits(a, axis=1)), pack_words(np.packbits(b, axis=1)))
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, ref.hamming_ref(a, b))
 
@@ -39,10 +40,11 @@ def test_quantizer_hamming_is_sign_bit_hamming(d, rht):
 
 
 @pytest.mark.parametrize("d", ODD_DIMS)
-def test_byte_luts_match_numpy(d):
+@pytest.mark.parametrize("kernel", [byte_luts, byte_luts_serial])
+def test_byte_luts_match_numpy(d, kernel):
     q = gauss(5, d, d)
     nbytes = (d + 7) // 8
-    np.testing.assert_array_almost_equal(byte_luts(q, nbytes), ref.byte_luts_ref(q, nbytes), decimal=5)
+    np.testing.assert_array_almost_equal(kernel(q, nbytes), ref.byte_luts_ref(q, nbytes), decimal=5)
 
 
 def test_code_layout_is_documented_packbits_order():
@@ -82,7 +84,8 @@ def test_estimate_ip_matches_faiss_rabitq():
     xt, x, xq = gauss(1000, d, 7, 0.3), gauss(300, d, 8, 0.3), gauss(6, d, 9)
     q = quantizers.get("binary:rht=false").fit(xt)
     codes = q.encode(x)
-    c = q._c
+    c = q.centroid
+    np.testing.assert_allclose(c, xt.mean(axis=0), atol=1e-6)
     ours = q.estimate_ip(xq, codes) - q.estimate_ip(c[None], codes) - ((xq - c) @ c)[:, None]
     index = faiss.IndexRaBitQ(d, faiss.METRIC_L2)
     index.qb = 0  # float queries

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vqsearch.kernels.pq import adc_scan4, adc_scan8, pq_assign
+from vqsearch.kernels.pq import (
+    adc_scan4,
+    adc_scan4_serial,
+    adc_scan8,
+    adc_scan8_serial,
+    pq_assign,
+    pq_assign_serial,
+)
 
 from tests import reference as ref
 from tests.conftest import ODD_DIMS, clustered
@@ -29,27 +36,29 @@ def fitted(data) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("m", ODD_DIMS)
-def test_adc_kernels_match_numpy(m):
+@pytest.mark.parametrize("scan8,scan4", [(adc_scan8, adc_scan4), (adc_scan8_serial, adc_scan4_serial)])
+def test_adc_kernels_match_numpy(m, scan8, scan4):
     r = np.random.default_rng(m)
     lut8 = r.standard_normal((3, m, 256)).astype(np.float32)
     codes8 = r.integers(0, 256, size=(29, m), dtype=np.uint8)
-    np.testing.assert_allclose(adc_scan8(lut8, codes8), ref.adc_scan_ref(lut8, codes8.astype(np.int64)),
+    np.testing.assert_allclose(scan8(lut8, codes8), ref.adc_scan_ref(lut8, codes8.astype(np.int64)),
                                rtol=1e-5, atol=1e-5 * np.sqrt(m))
     lut4 = r.standard_normal((3, m, 16)).astype(np.float32)
     codes4 = r.integers(0, 256, size=(29, (m + 1) // 2), dtype=np.uint8)  # junk in an odd m's last nibble
-    np.testing.assert_allclose(adc_scan4(lut4, codes4), ref.adc_scan_ref(lut4, ref.unpack_nibbles(codes4, m)),
+    np.testing.assert_allclose(scan4(lut4, codes4), ref.adc_scan_ref(lut4, ref.unpack_nibbles(codes4, m)),
                                rtol=1e-5, atol=1e-5 * np.sqrt(m))
 
 
 @pytest.mark.parametrize("dsub", (1, 3, 8))
 @pytest.mark.parametrize("k", (16, 256))
-def test_pq_assign_kernel_matches_brute_force(dsub, k):
+@pytest.mark.parametrize("kernel", [pq_assign, pq_assign_serial])
+def test_pq_assign_kernel_matches_brute_force(dsub, k, kernel):
     """Tie-aware: the chosen codeword is at the minimum distance (float32 vs float64 rounding)."""
     r = np.random.default_rng(dsub * k)
     m = 7
     cent = r.standard_normal((m, k, dsub)).astype(np.float32)
     y = r.standard_normal((200, m * dsub)).astype(np.float32)
-    got = pq_assign(y, np.ascontiguousarray(cent.transpose(0, 2, 1)), np.einsum("mkd,mkd->mk", cent, cent))
+    got = kernel(y, np.ascontiguousarray(cent.transpose(0, 2, 1)), np.einsum("mkd,mkd->mk", cent, cent))
     assert got.dtype == np.uint8 and got.shape == (200, m)
     dist = ref.pq_distances_ref(y, cent)
     chosen = np.take_along_axis(dist, got[:, :, None].astype(np.int64), axis=2)[:, :, 0]

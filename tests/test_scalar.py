@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vqsearch.kernels.scalar import sq_column_sse, sq_decode4, sq_decode8, sq_encode4, sq_encode8
+from vqsearch.kernels import scalar as ks
 
 from tests import reference as ref
 from tests.conftest import ODD_DIMS
@@ -25,7 +25,10 @@ def params(d: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("d", ODD_DIMS)
-def test_scalar_kernels_match_numpy(d):
+@pytest.mark.parametrize("suffix", ["", "_serial"])
+def test_scalar_kernels_match_numpy(d, suffix):
+    sq_encode8, sq_encode4 = getattr(ks, "sq_encode8" + suffix), getattr(ks, "sq_encode4" + suffix)
+    sq_decode8, sq_decode4 = getattr(ks, "sq_decode8" + suffix), getattr(ks, "sq_decode4" + suffix)
     x = 3 * gauss(33, d, d)  # includes values outside every range (clipping)
     lo, step, inv = params(d, d)
     k8 = ref.sq_encode_ref(x, lo, inv, 256)
@@ -35,13 +38,15 @@ def test_scalar_kernels_match_numpy(d):
     np.testing.assert_array_equal(sq_decode8(k8.astype(np.uint8), lo, step), ref.sq_decode_ref(k8, lo, step))
     np.testing.assert_array_equal(sq_decode4(ref.pack_nibbles_ref(k4), lo, step),
                                   ref.sq_decode_ref(k4, lo, step))
-    np.testing.assert_allclose(sq_column_sse(x, lo, step, inv, 16), ref.column_sse_ref(x, lo, step, inv, 16),
-                               rtol=1e-6)
+    want = ref.column_sse_ref(x, lo, step, inv, 16)
+    np.testing.assert_allclose(ks.sq_column_sse(x, lo, step, inv, 16), want, rtol=1e-6)
 
 
 @pytest.mark.parametrize("d", (1, 7, 97))
-def test_decoders_on_random_code_bytes(d):
+@pytest.mark.parametrize("suffix", ["", "_serial"])
+def test_decoders_on_random_code_bytes(d, suffix):
     """Fuzz: any byte is a valid code; the high nibble of the last byte is ignored for odd d."""
+    sq_decode8, sq_decode4 = getattr(ks, "sq_decode8" + suffix), getattr(ks, "sq_decode4" + suffix)
     r = np.random.default_rng(d)
     lo, step, _ = params(d, d + 1)
     codes = r.integers(0, 256, size=(40, d), dtype=np.uint8)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from vqsearch.kernels.scan import bitplane_scan_topk, hamming_scan_topk, lut_scan_topk, lut_scan_topk_split
+from vqsearch.kernels.scan import (
+    binary_cascade_topk,
+    binary_cascade_topk_serial,
+    hamming_scan_topk,
+    lut_scan_topk,
+    lut_scan_topk_split,
+)
 from vqsearch.kernels.topk import merge_topk, topk_rows
 
 EMPTY_F = np.zeros(0, np.float32)
@@ -63,8 +68,8 @@ def test_lut_scan_ranges_and_split_agree(rng):
 
 
 @pytest.mark.parametrize("d", [1, 3, 7, 97, 384, 1000])
-def test_bitplane_and_hamming_match_numpy(d, rng):
-    n, nq, k, B = 300, 3, 9, 4
+def test_hamming_and_cascade_match_numpy(d, rng):
+    n, nq, k, m = 300, 3, 9, 40
     nbytes = (d + 7) // 8
     nwords = (nbytes + 7) // 8
     packed = np.zeros((n, nwords * 8 + 8), np.uint8)  # + one trailing word of other data
@@ -72,31 +77,32 @@ def test_bitplane_and_hamming_match_numpy(d, rng):
     packed[:, nwords * 8:] = 0xFF
     words = packed.view(np.uint64)
     q = rng.standard_normal((nq, d)).astype(np.float32)
-    lo = q.min(axis=1, keepdims=True)
-    delta = (q.max(axis=1, keepdims=True) - lo) / (2**B - 1)
-    delta[delta == 0] = 1.0  # constant query (d = 1)
-    u = np.rint((q - lo) / delta).astype(np.uint8)
-    planes = np.zeros((nq, B, nwords * 8), np.uint8)
-    for j in range(B):
-        planes[:, j, :nbytes] = np.packbits((u >> j) & 1, axis=1)
-    qd = lo + delta * u
-    coef = np.stack([2 * delta[:, 0], 2 * lo[:, 0], -qd.sum(axis=1)], axis=1).astype(np.float32)
-    vals, rows = bitplane_scan_topk(planes.view(np.uint64).reshape(nq, B, nwords), coef, words, nwords,
-                                    EMPTY_F, EMPTY_F, _full_ranges(nq, n), np.zeros((nq, 1), np.float32),
-                                    EMPTY_B, k)
-    signs = np.unpackbits(packed[:, :nbytes], axis=1, count=d).astype(np.float64) * 2 - 1
-    ref = qd.astype(np.float64) @ signs.T
-    np.testing.assert_allclose(vals, np.take_along_axis(ref, rows, axis=1), rtol=1e-4, atol=1e-3)
-    assert (np.take_along_axis(ref, rows, axis=1)[:, -1:] >= np.sort(ref, axis=1)[:, -k:-k + 1] - 1e-3).all()
-
     qbits = np.zeros((nq, nwords * 8), np.uint8)
     qbits[:, :nbytes] = np.packbits(q > 0, axis=1)
-    hv, hr = hamming_scan_topk(qbits.view(np.uint64), words, nwords, _full_ranges(nq, n), EMPTY_B, k)
     ham = (np.unpackbits(qbits[:, :nbytes], axis=1, count=d)[:, None, :]
            != np.unpackbits(packed[:, :nbytes], axis=1, count=d)[None]).sum(axis=2)
+    hv, hr = hamming_scan_topk(qbits.view(np.uint64), words, nwords, _full_ranges(nq, n), EMPTY_B, k)
     np.testing.assert_array_equal(-hv, np.take_along_axis(ham, hr, axis=1))
     # tie-aware: the k-th returned distance equals the k-th smallest distance
     np.testing.assert_array_equal(-hv[:, -1], np.sort(ham, axis=1)[:, k - 1])
+
+    # cascade: Hamming top-m, then the best k of those by Σ q_i (2b_i − 1)·row_b + row_a + qconst.
+    signs = np.unpackbits(packed[:, :nbytes], axis=1, count=d).astype(np.float64) * 2 - 1
+    row_b = rng.uniform(0.5, 2, n).astype(np.float32)
+    row_a = rng.standard_normal(n).astype(np.float32)
+    qconst = rng.standard_normal(nq).astype(np.float32)
+    est = (q.astype(np.float64) @ signs.T) * row_b + row_a + qconst[:, None]
+    for fn in (binary_cascade_topk, binary_cascade_topk_serial):
+        vals, rows = fn(q, qbits.view(np.uint64), words, nwords, np.uint64(2**64 - 1), packed, nbytes, row_a, row_b,
+                        qconst, _full_ranges(nq, n), EMPTY_B, m, k)
+        np.testing.assert_allclose(vals, np.take_along_axis(est, rows, axis=1), rtol=1e-4, atol=1e-3)
+        for qi in range(nq):
+            pool_cut = np.sort(ham[qi])[m - 1]
+            assert (ham[qi, rows[qi]] <= pool_cut).all()  # every result passed the Hamming pass
+            inner = np.flatnonzero(ham[qi] < pool_cut)  # rows certainly in the pool
+            best_inner = np.sort(est[qi, inner])[::-1][:k]
+            if best_inner.size:  # the k-th result beats every certainly-pooled row ranked below it
+                assert vals[qi, min(k, best_inner.size) - 1] >= best_inner[-1] - 1e-3
 
 
 def test_topk_rows_ties_and_merge(rng):

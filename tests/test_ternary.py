@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vqsearch.kernels.popcount import ternary_dot_u64
+from vqsearch.kernels.popcount import ternary_dot_u64, ternary_dot_u64_serial
 
 from tests import reference as ref
 from tests.conftest import ODD_DIMS
@@ -21,10 +21,11 @@ def random_trits(n: int, d: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("d", ODD_DIMS)
-def test_ternary_dot_kernel_matches_numpy(d):
+@pytest.mark.parametrize("kernel", [ternary_dot_u64, ternary_dot_u64_serial])
+def test_ternary_dot_kernel_matches_numpy(d, kernel):
     ta, tb = random_trits(11, d, d), random_trits(9, d, d + 1)
     planes = [np.packbits(t, axis=1) for t in (ta > 0, ta < 0, tb > 0, tb < 0)]
-    got = ternary_dot_u64(*(pack_words(p) for p in planes))
+    got = kernel(*(pack_words(p) for p in planes))
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, ref.ternary_dot_ref(ta, tb))
     np.testing.assert_array_equal(got, ref.ternary_dot_popcount_ref(*planes))

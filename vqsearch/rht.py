@@ -23,7 +23,7 @@ import functools
 import numpy as np
 
 from .errors import InvalidInput
-from .kernels.hadamard import fwht_rows
+from .kernels.hadamard import fwht_rows, fwht_rows_serial
 
 _MAX_PALEY_ORDER = 256
 
@@ -107,7 +107,7 @@ class RandomizedHadamard:
     def _butterfly(self, y: np.ndarray, transpose: bool) -> np.ndarray:
         nrows = y.shape[0]
         blocks = y.reshape(nrows * self.p, self.m)
-        fwht_rows(blocks)
+        (fwht_rows if nrows * self.p >= 64 else fwht_rows_serial)(blocks)
         blocks *= self._norm
         if self._hp is not None:
             hp = self._hp.T if transpose else self._hp

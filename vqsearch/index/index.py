@@ -25,7 +25,7 @@ import numpy as np
 from .. import quantizers
 from .._validation import as_float_matrix
 from ..errors import EmptyInput, InvalidInput, InvalidSpec
-from ..kernels.topk import merge_topk
+from ..kernels.topk import merge_topk, rows_dot, rows_dot_serial
 from ..quantizers.base import Quantizer
 from .ivf import CoarseQuantizer, IVFConfig
 from .scanners import Scanner, scanner_for
@@ -498,7 +498,10 @@ class Index:
                 row_a, row_b = (2 * a - cache.norm2).astype(np.float32), (2 * b).astype(np.float32)
             v, r = self._scanner.scan(prep, seg.column("scan"), row_a, row_b, ranges, live, kk, 2.0 if l2 else 1.0)
             r = np.where(r >= 0, r | (si << _SEG_SHIFT), -1)
-            best_v, best_r = merge_topk(best_v, best_r, v, r, kk)
+            if best_v.shape[1] == 0:
+                best_v, best_r = v, r
+            else:
+                best_v, best_r = merge_topk(best_v, best_r, v, r, kk)
         return best_v, best_r
 
     def _exact_candidates(self, snap: Any, masks: list) -> np.ndarray:
@@ -506,7 +509,11 @@ class Index:
         return np.concatenate(refs) if refs else np.zeros(0, dtype=np.int64)
 
     def _score_refs(self, snap: Any, xq: np.ndarray, refs: np.ndarray, q: Quantizer, column: str):
-        """⟨q_i, decode(code of refs[i, j])⟩ for a (nq, m) array of row refs (−1 = none → −inf)."""
+        """⟨q_i, decode(code of refs[i, j])⟩ for a (nq, m) array of row refs (−1 = none → −inf).
+
+        Each distinct candidate row is decoded once (in the quantiser's work domain, where the query
+        is rotated once too), then a gather-dot kernel scores every (query, candidate) pair.
+        """
         qw = q.work_queries(xq)
         scores = np.full(refs.shape, -np.inf, dtype=np.float32)
         valid = refs >= 0
@@ -518,7 +525,8 @@ class Index:
             uniq, inv = np.unique(rows, return_inverse=True)
             xw = q.decode_work(np.asarray(seg.column(column)[uniq]))
             qi = np.nonzero(sel)[0]
-            s = np.einsum("ij,ij->i", qw[qi], xw[inv])
+            dot = rows_dot if qi.size >= 4096 else rows_dot_serial
+            s = dot(qw, qi.astype(np.int64), xw, inv.astype(np.int64).ravel())
             if self.metric == "l2":
                 s = 2 * s - self._cache(seg).norm2[uniq][inv]
             scores[sel] = s

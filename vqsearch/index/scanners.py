@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..kernels.scan import binary_cascade_topk, lut_scan_topk, lut_scan_topk_split
+from ..kernels.scan import (
+    binary_cascade_topk,
+    binary_cascade_topk_serial,
+    lut_scan_topk,
+    lut_scan_topk_serial,
+    lut_scan_topk_split,
+)
 from ..kernels.topk import merge_topk, topk_rows
 from ..quantizers.base import Quantizer
 
@@ -38,6 +44,13 @@ BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astyp
 
 #: Hamming pass of the binary cascade keeps this many candidates per final scan candidate.
 CASCADE_FACTOR = 4
+#: Below this many (query, row) pairs a scan runs on one thread: waking the pool costs more.
+PARALLEL_MIN_WORK = 200_000
+
+
+def scanned_rows(ranges: np.ndarray) -> int:
+    """Total rows covered by a (nq, R, 2) array of half-open ranges."""
+    return int((ranges[..., 1] - ranges[..., 0]).sum())
 
 
 def bit_tables(qw: np.ndarray, nbytes: int) -> np.ndarray:
@@ -95,6 +108,9 @@ class LutScanner(Scanner):
         tables = prep.extra["tables"]
         bias = np.ascontiguousarray(np.broadcast_to((scale * prep.qconst)[:, None], ranges.shape[:2]),
                                     dtype=np.float32)
+        work = scanned_rows(ranges)
+        if work < PARALLEL_MIN_WORK:
+            return lut_scan_topk_serial(tables, codes, row_a, row_b, ranges, bias, live, kk)
         if tables.shape[0] == 1:  # one query: split its rows over the threads
             v, r = lut_scan_topk_split(tables[0], codes, row_a, row_b, ranges[0], bias[0], live, kk,
                                        max(1, numba.get_num_threads()))
@@ -167,7 +183,8 @@ class BinaryScanner(LutScanner):
         tail = nbytes - 8 * (nwords - 1)  # sign bytes in the last word (little-endian: low bytes)
         last_mask = np.uint64((1 << (8 * tail)) - 1) if tail < 8 else np.uint64(0xFFFFFFFFFFFFFFFF)
         m = max(CASCADE_FACTOR * kk, 64)
-        return binary_cascade_topk(prep.qw, prep.extra["qwords"], words, nwords, last_mask, codes, nbytes, row_a,
+        kernel = binary_cascade_topk if scanned_rows(ranges) >= PARALLEL_MIN_WORK else binary_cascade_topk_serial
+        return kernel(prep.qw, prep.extra["qwords"], words, nwords, last_mask, codes, nbytes, row_a,
                                    row_b, (scale * prep.qconst).astype(np.float32), ranges, live, m, kk)
 
 

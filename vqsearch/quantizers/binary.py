@@ -34,8 +34,8 @@ import numpy as np
 
 from .._validation import as_code_matrix, as_float_matrix
 from ..errors import InvalidCodes
-from ..kernels.popcount import byte_luts, hamming_u64
-from ..kernels.pq import adc_scan8
+from ..kernels.popcount import byte_luts, byte_luts_serial, hamming_u64, hamming_u64_serial, use_parallel
+from ..kernels.pq import adc_scan
 from .base import Quantizer
 from .registry import register
 
@@ -47,6 +47,12 @@ def pack_words(packed: np.ndarray) -> np.ndarray:
     buf = np.zeros((n, nw * 8), dtype=np.uint8)
     buf[:, :nbytes] = packed
     return buf.view(np.uint64)
+
+
+def query_luts(qw: np.ndarray, nbytes: int) -> np.ndarray:
+    """Per-byte partial-sum tables of work-domain queries, float32 (nq, nbytes, 256)."""
+    par = use_parallel(len(qw), len(qw) * nbytes * 256)
+    return (byte_luts if par else byte_luts_serial)(qw, nbytes)
 
 
 def tail_mask(dim: int) -> np.uint8:
@@ -139,6 +145,12 @@ class Binary(Quantizer):
         self._c = c.astype(np.float32)
 
     # ---------------------------------------------------------- search side
+    @property
+    def centroid(self) -> np.ndarray:
+        """The centre c subtracted before taking signs (RaBitQ's centroid), work domain, float32 (D,)."""
+        self._require_fitted()
+        return self._c
+
     def sign_bytes(self, codes: np.ndarray) -> np.ndarray:
         """The packed sign bits of ``codes``: a uint8 (n, nbytes) view (no copy)."""
         self._require_fitted()
@@ -162,14 +174,16 @@ class Binary(Quantizer):
         The float factors are ignored.  Under the RHT, E[H]/D = θ/π for vectors at angle θ
         (relative to the centre), so ``cos(π·H/D)`` estimates their cosine.
         """
-        return hamming_u64(self._words(codes_a), self._words(codes_b))
+        wa, wb = self._words(codes_a), self._words(codes_b)
+        par = use_parallel(len(wa), wa.size * len(wb))
+        return (hamming_u64 if par else hamming_u64_serial)(wa, wb)
 
     def estimate_ip(self, xq: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Unbiased RaBitQ estimates of ⟨xq_i, x_j⟩ (the original vectors), float32 (nq, n).
 
         Differs from the base-class ⟨xq, decode(codes)⟩, which is shrunk by ρ² on average:
         this is the estimator to rank with.  Cost: one (nbytes, 256) table per query, then
-        ``nbytes`` look-ups per code (:func:`~vqsearch.kernels.pq.adc_scan8`).
+        ``nbytes`` look-ups per code (:func:`~vqsearch.kernels.pq.adc_scan8`, over the sign bytes).
         """
         qw = self.work_queries(xq)
         codes = as_code_matrix(codes, code_size=self._code_size())
@@ -177,7 +191,7 @@ class Binary(Quantizer):
         r, rho = self.factors(codes)
         with np.errstate(invalid="ignore", divide="ignore"):
             coef = np.where(rho > 0, r / rho, 0.0).astype(np.float32) / np.float32(np.sqrt(dim))
-        sel = adc_scan8(byte_luts(qw, self.nbytes), codes)  # Σ_{b_i=1} q_i, (nq, n)
+        sel = adc_scan(query_luts(qw, self.nbytes), codes, 8)  # Σ_{b_i=1} q_i, (nq, n)
         qsum = qw.sum(axis=1, dtype=np.float64).astype(np.float32)
         qc = qw @ self._c
         return (qc[:, None] + (np.float32(2.0) * sel - qsum[:, None]) * coef[None, :]).astype(np.float32)

@@ -35,7 +35,8 @@ import numpy as np
 
 from .._validation import as_code_matrix
 from ..errors import InvalidInput, InvalidSpec
-from ..kernels.pq import adc_scan4, adc_scan8, pq_assign
+from ..kernels.popcount import use_parallel
+from ..kernels.pq import adc_scan, pq_assign, pq_assign_serial
 from .base import Quantizer, check_choice
 from .registry import register
 
@@ -193,7 +194,9 @@ class ProductQuantizer(Quantizer):
     def assign(self, yw: np.ndarray) -> np.ndarray:
         """Nearest-centroid indices uint8 (n, M) of rotated work vectors (exact, numba kernel)."""
         cent_t, cnorm = self._assign_tables()
-        return pq_assign(np.ascontiguousarray(yw, dtype=np.float32), cent_t, cnorm)
+        par = use_parallel(len(yw), yw.size * self.ksub)
+        kernel = pq_assign if par else pq_assign_serial
+        return kernel(np.ascontiguousarray(yw, dtype=np.float32), cent_t, cnorm)
 
     def _assign_tables(self) -> tuple[np.ndarray, np.ndarray]:
         if self._tables is None:
@@ -265,7 +268,7 @@ class ProductQuantizer(Quantizer):
         lut = np.ascontiguousarray(lut, dtype=np.float32)
         if lut.ndim != 3 or lut.shape[1:] != (self.M, self.ksub):
             raise InvalidInput(f"lut must have shape (nq, {self.M}, {self.ksub}), got {lut.shape}")
-        return adc_scan8(lut, codes) if self.nbits == 8 else adc_scan4(lut, codes)
+        return adc_scan(lut, codes, self.nbits)
 
     def estimate_ip(self, xq: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """⟨xq_i, decode(codes)_j⟩ by ADC (exact up to float32 summation order), float32 (nq, n)."""

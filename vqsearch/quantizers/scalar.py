@@ -30,7 +30,18 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from ..kernels.scalar import sq_column_sse, sq_decode4, sq_decode8, sq_encode4, sq_encode8
+from ..kernels.scalar import (
+    pick,
+    sq_column_sse,
+    sq_decode4,
+    sq_decode4_serial,
+    sq_decode8,
+    sq_decode8_serial,
+    sq_encode4,
+    sq_encode4_serial,
+    sq_encode8,
+    sq_encode8_serial,
+)
 from .base import Quantizer, check_choice
 from .registry import register
 
@@ -203,14 +214,16 @@ class ScalarQuantizer(Quantizer):
         return self._d_work if self.bits == 8 else (self._d_work + 1) // 2
 
     def _encode(self, xw: np.ndarray) -> np.ndarray:
+        n, d = xw.shape
         if self.bits == 8:
-            return sq_encode8(xw, self._lo, self._inv)
-        return sq_encode4(xw, self._lo, self._inv)
+            return pick(sq_encode8, sq_encode8_serial, n, d)(xw, self._lo, self._inv)
+        return pick(sq_encode4, sq_encode4_serial, n, d)(xw, self._lo, self._inv)
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
+        n, d = len(codes), self._d_work
         if self.bits == 8:
-            return sq_decode8(codes, self._lo, self._step)
-        return sq_decode4(codes, self._lo, self._step)
+            return pick(sq_decode8, sq_decode8_serial, n, d)(codes, self._lo, self._step)
+        return pick(sq_decode4, sq_decode4_serial, n, d)(codes, self._lo, self._step)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"lo": self._lo, "step": self._step}

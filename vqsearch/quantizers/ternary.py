@@ -39,10 +39,10 @@ import numpy as np
 
 from .._validation import as_code_matrix
 from ..errors import InvalidCodes, InvalidSpec
-from ..kernels.popcount import byte_luts, ternary_dot_u64
-from ..kernels.pq import adc_scan8
+from ..kernels.popcount import ternary_dot_u64, ternary_dot_u64_serial, use_parallel
+from ..kernels.pq import adc_scan
 from .base import Quantizer, check_choice
-from .binary import pack_words, tail_mask
+from .binary import pack_words, query_luts, tail_mask
 from .registry import register
 
 ModeLike = Literal["topk", "absmean", "optimal"]
@@ -220,7 +220,9 @@ class Ternary(Quantizer):
         """
         pa, na_ = self.bitplanes(codes_a)
         pb, nb_ = self.bitplanes(codes_b)
-        return ternary_dot_u64(pack_words(pa), pack_words(na_), pack_words(pb), pack_words(nb_))
+        words = [pack_words(p) for p in (pa, na_, pb, nb_)]
+        par = use_parallel(len(pa), 2 * words[0].size * len(pb))
+        return (ternary_dot_u64 if par else ternary_dot_u64_serial)(*words)
 
     def estimate_ip(self, xq: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """⟨xq_i, decode(codes)_j⟩ = scale_j·(Σ_{P_j} q − Σ_{N_j} q), float32 (nq, n).
@@ -234,6 +236,6 @@ class Ternary(Quantizer):
         scale = self.scales(codes)
         p, m = self._planes(codes)
         planes = codes if self.packing == "bitplanes" else np.concatenate([p, m], axis=1)
-        lut = byte_luts(qw, self.nbytes)
-        s = adc_scan8(np.concatenate([lut, -lut], axis=1), planes)
+        lut = query_luts(qw, self.nbytes)
+        s = adc_scan(np.concatenate([lut, -lut], axis=1), planes, 8)
         return s * scale[None, :]

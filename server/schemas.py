@@ -1,0 +1,222 @@
+"""Request and response models of the HTTP API (the JSON shapes of ARCHITECTURE.md, columnar like Arrow).
+
+Each use has its own model with ``Field`` limits and an example, so the OpenAPI document
+is complete and out-of-range input is a 422 before any work is done.  Checks that need
+the collection (vector dimension, embedder) happen in the handlers and raise the
+library's typed errors (``dimension_mismatch`` ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..index.index import DEFAULT_OVERSAMPLE, DEFAULT_RESCORE, DEFAULT_SCAN
+from .registry import NAME_PATTERN
+
+#: Largest id accepted: ids travel as JSON integers and come back from search as int64.
+MAX_ID = (1 << 63) - 1
+MAX_DIM = 65_536
+MAX_POINTS = 100_000  # per JSON request; use the Arrow stream for bulk ingest
+MAX_QUERIES = 1_024
+MAX_K = 10_000
+MAX_TEXT = 100_000  # characters per text
+MAX_INCLUDE = 64
+MAX_SPEC = 200
+
+Id = Field(ge=0, le=MAX_ID)
+Scalar = str | int | float | bool | None
+
+_EX_VECTOR = [0.12, -0.03, 0.4]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    """Every error: a stable machine-readable code and a human-readable message."""
+
+    error: str = Field(description="Stable error code.", examples=["dimension_mismatch"])
+    message: str = Field(description="What went wrong.", examples=["collection 'docs' has dim 384, got 383"])
+
+
+# ---------------------------------------------------------------- collections
+class IvfOptions(_Model):
+    """Inverted-file partitioning (k-means lists); omit for a flat scan."""
+
+    nlist: int = Field(1024, ge=1, le=1 << 20, description="Number of k-means lists (≈ 4–16·√n).")
+    nprobe: int = Field(32, ge=1, le=1 << 20, description="Default lists scanned per query.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"nlist": 1024, "nprobe": 32}]})
+
+
+class CollectionCreate(_Model):
+    """Create a collection: an index with fixed dimension, metric and quantisers."""
+
+    name: str = Field(pattern=NAME_PATTERN, min_length=1, max_length=64, description="Collection name.")
+    dim: int | None = Field(None, ge=1, le=MAX_DIM,
+                            description="Vector dimension; optional with an embedder (its dimension).")
+    metric: Literal["cosine", "ip", "l2"] = Field("cosine", description="Similarity (cosine/ip) or squared L2.")
+    scan: str = Field(DEFAULT_SCAN, min_length=1, max_length=MAX_SPEC,
+                      description="First-stage quantiser spec, e.g. 'binary', 'pq:m=16,nbits=4'.")
+    rescore: str | None = Field(DEFAULT_RESCORE, min_length=1, max_length=MAX_SPEC,
+                                description="Rescoring quantiser spec ('sq8', 'e8p', 'float16') or null.")
+    ivf: IvfOptions | None = Field(None, description="IVF options, or null for a flat scan.")
+    oversample: int = Field(DEFAULT_OVERSAMPLE, ge=1, le=1000,
+                            description="Default scan candidates kept per result for rescoring.")
+    embedder: Literal["minilm"] | None = Field(
+        None, description="Embed texts on ingest and query with this model (needs the 'models' extra).")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "docs", "dim": 384, "metric": "cosine", "scan": "binary", "rescore": "e8p", "embedder": None}]})
+
+
+class VersionOut(BaseModel):
+    version: int = Field(ge=0, examples=[7])
+    timestamp: float = Field(description="Commit time (Unix seconds).", examples=[1716200000.5])
+    rows: int = Field(ge=0, description="Live rows in that version.", examples=[60179])
+
+
+class CollectionInfo(BaseModel):
+    """A collection's settings and current statistics."""
+
+    name: str = Field(examples=["docs"])
+    dim: int = Field(examples=[384])
+    metric: str = Field(examples=["cosine"])
+    scan: str = Field(examples=["binary"])
+    rescore: str | None = Field(examples=["sq8"])
+    ivf: dict[str, Any] | None = Field(examples=[None])
+    embedder: str | None = Field(examples=["minilm"])
+    count: int = Field(ge=0, description="Live vectors.", examples=[60179])
+    bytes: int = Field(ge=0, description="Bytes on disk of the current version.", examples=[2_600_000])
+    bytes_per_vector: int = Field(ge=0, description="Code bytes a search touches per vector.", examples=[432])
+    segments: int = Field(ge=0, examples=[3])
+    version: int = Field(ge=0, description="Current version.", examples=[12])
+    versions: list[VersionOut] = Field(description="Retained versions, oldest first.")
+    metadata_columns: list[str] = Field(examples=[["package", "section"]])
+    trained: bool = Field(description="Quantisers are fitted (after the first write).", examples=[True])
+    created: float = Field(description="Creation time (Unix seconds).", examples=[1716200000.0])
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class Deleted(BaseModel):
+    deleted: str = Field(description="Name of the deleted collection.", examples=["docs"])
+
+
+# ---------------------------------------------------------------- points
+class PointsUpsert(_Model):
+    """Insert or replace points by id (columnar). Collections with an embedder take ``texts``."""
+
+    ids: list[int] = Field(min_length=1, max_length=MAX_POINTS, description="Point ids (0 ≤ id < 2^63).")
+    vectors: list[list[float]] | None = Field(None, max_length=MAX_POINTS, description="One vector per id.")
+    texts: list[str] | None = Field(None, max_length=MAX_POINTS, description="One text per id (embedder only).")
+    metadata: dict[str, list[Scalar]] | None = Field(
+        None, max_length=256, description="Columns of scalar metadata, one value per id.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"ids": [1, 2], "vectors": [_EX_VECTOR, [0.5, 0.1, -0.2]], "metadata": {"section": ["net", "python"]}},
+        {"ids": [3], "texts": ["parse command line arguments"], "metadata": {"section": ["python"]}}]})
+
+    @model_validator(mode="after")
+    def _check(self) -> PointsUpsert:
+        n = len(self.ids)
+        if (self.vectors is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'vectors' or 'texts'")
+        m = len(self.vectors if self.vectors is not None else self.texts)
+        if m != n:
+            raise ValueError(f"got {n} ids and {m} {'vectors' if self.texts is None else 'texts'}")
+        if any(i < 0 or i > MAX_ID for i in self.ids):
+            raise ValueError(f"ids must be in [0, {MAX_ID}]")
+        if len(set(self.ids)) != n:
+            raise ValueError("ids must be unique within a request")
+        if self.texts is not None and any(len(t) > MAX_TEXT for t in self.texts):
+            raise ValueError(f"texts are limited to {MAX_TEXT} characters")
+        for col, values in (self.metadata or {}).items():
+            if not col or col in ("id", "vector"):
+                raise ValueError(f"invalid metadata column name {col!r}")
+            if len(values) != n:
+                raise ValueError(f"metadata column {col!r} has {len(values)} values for {n} ids")
+        return self
+
+
+class UpsertResult(BaseModel):
+    upserted: int = Field(ge=0, description="Points written.", examples=[2])
+    count: int = Field(ge=0, description="Live points in the collection afterwards.", examples=[60181])
+
+
+class PointsDelete(_Model):
+    """Delete points by id; unknown ids are a 404 and nothing is deleted."""
+
+    ids: list[int] = Field(min_length=1, max_length=MAX_POINTS)
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"ids": [1]}]})
+
+    @model_validator(mode="after")
+    def _check(self) -> PointsDelete:
+        if any(i < 0 or i > MAX_ID for i in self.ids):
+            raise ValueError(f"ids must be in [0, {MAX_ID}]")
+        return self
+
+
+class DeleteResult(BaseModel):
+    deleted: int = Field(ge=0, examples=[1])
+    count: int = Field(ge=0, description="Live points in the collection afterwards.", examples=[60180])
+
+
+class Point(BaseModel):
+    """One stored point: metadata, and optionally its vector decoded from the stored codes."""
+
+    id: int = Field(examples=[2])
+    metadata: dict[str, Any] = Field(examples=[{"section": "python"}])
+    vector: list[float] | None = Field(
+        None, description="Approximate vector decoded from the codes (cosine collections: unit norm).",
+        examples=[_EX_VECTOR])
+
+
+# ---------------------------------------------------------------- search
+class SearchRequest(_Model):
+    """k-nearest-neighbour search for one or more query vectors (or texts, with an embedder)."""
+
+    vectors: list[list[float]] | None = Field(None, min_length=1, max_length=MAX_QUERIES)
+    texts: list[str] | None = Field(None, min_length=1, max_length=MAX_QUERIES)
+    k: int = Field(10, ge=1, le=MAX_K, description="Results per query (fewer if the collection is smaller).")
+    filter: dict[str, Any] | None = Field(
+        None, description="Metadata filter, e.g. {\"section\": \"python\"} or {\"year\": {\"gte\": 2020}}.")
+    include: list[str] = Field([], max_length=MAX_INCLUDE, description="Metadata columns returned with hits.")
+    oversample: int | None = Field(None, ge=1, le=1000, description="Scan candidates per result for rescoring.")
+    nprobe: int | None = Field(None, ge=1, le=1 << 20, description="IVF lists scanned per query.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"vectors": [_EX_VECTOR], "k": 10, "filter": {"section": "python"}, "include": ["section"]},
+        {"texts": ["tiling window manager"], "k": 5, "include": ["package"]}]})
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchRequest:
+        if (self.vectors is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'vectors' or 'texts'")
+        if self.texts is not None and any(len(t) > MAX_TEXT for t in self.texts):
+            raise ValueError(f"texts are limited to {MAX_TEXT} characters")
+        return self
+
+
+class Hit(BaseModel):
+    id: int = Field(examples=[2])
+    score: float = Field(description="Similarity (cosine/ip, higher is better) or squared L2 distance "
+                                     "(lower is better).", examples=[0.83])
+    metadata: dict[str, Any] = Field(description="The requested metadata columns.", examples=[{"section": "python"}])
+
+
+class SearchResponse(BaseModel):
+    results: list[list[Hit]] = Field(description="One list per query, best first.")
+
+
+# ---------------------------------------------------------------- operations
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str = Field(examples=["0.1.0"])
+    collections: int = Field(ge=0, examples=[3])
