@@ -12,9 +12,11 @@ the index of ``c`` in the sorted Golay list (:mod:`vqsearch.quantizers.golay`).
 Codeword input: ``cw`` int64 (4096,), the ascending codeword integers (bit i = coordinate i),
 ``golay.codeword_ints()``.
 
-Ball tables (built by :mod:`vqsearch.quantizers.leech`): for the ball ``‖x‖² ≤ 16M`` each
-coordinate of type ``t = c_i`` in a coset with ``m`` takes values ``m + 2t + 4z`` with a unit cost
-``q = x²/4`` (m = 0, budget ``4M``) or ``q = (x² − 1)/8`` (m = 1, budget ``2M − 3``).
+Ball tables (built by :mod:`vqsearch.quantizers.leech`): the "ball" gives every coset κ its
+own norm limit ``‖x‖² ≤ 16·M_κ`` (M_κ ∈ {M, M + 1}: a plain ball Λ24(M) plus, for a chosen set of
+cosets, shell M + 1).  Each coordinate of type ``t = c_i`` in a coset with ``m`` takes values
+``m + 2t + 4z`` with a unit cost ``q = x²/4`` (m = 0, coset budget ``cbud[κ] = 4M_κ``) or
+``q = (x² − 1)/8`` (m = 1, ``cbud[κ] = 2M_κ − 3``).
 ``val/cost/par[m, t, j]`` list those values sorted by ``(q, x)`` (``par`` = parity of z) and
 ``nval[m, t]`` their number.  ``F[m, ℓ, n1, b, π, :]`` counts the assignments of ℓ coordinates,
 n1 of type 1, with total cost ≤ b and Σz ≡ π (mod 2).  Big counts (up to 2^96) are stored as
@@ -33,6 +35,8 @@ BASE = 1 << LIMB
 MASK = BASE - 1
 #: Cosine slack of the branch-and-bound pruning, far above float64 rounding of the bounds.
 PRUNE_SLACK = 1e-9
+#: Index of the lowest set bit of each byte (entry 0 unused).
+_LOWBIT = np.array([(b & -b).bit_length() - 1 if b else 0 for b in range(256)], dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- nearest point
@@ -56,11 +60,11 @@ def _coset_setup(y, m, cost, flip, fround, fdir):
 
 
 @njit(cache=True)
-def _coset_tables(y, m, cost, flip, fround, fdir, D, R):
-    """Byte tables for all codewords at once; returns (base cost, base parity, parity-delta mask).
+def _coset_tables(y, m, cost, flip, fround, fdir, D):
+    """Byte tables of the coset costs for all codewords; returns (base cost, base parity, parity mask).
 
-    cost(c) = base + D[0, c & 255] + D[1, (c >> 8) & 255] + D[2, c >> 16];
-    parity(c) = p0 ⊕ popcount(c & dmask) mod 2;  repair(c) = min_k R[k, byte_k(c)].
+    cost(c) = base + D[0, c & 255] + D[1, (c >> 8) & 255] + D[2, c >> 16] (rounding each
+    coordinate to its nearest allowed value) and parity(Σz) = p0 ⊕ popcount(c & dmask) mod 2.
     """
     _coset_setup(y, m, cost, flip, fround, fdir)
     base = 0.0
@@ -73,19 +77,27 @@ def _coset_tables(y, m, cost, flip, fround, fdir, D, R):
     for k in range(3):
         D[k, 0] = 0.0
         for byte in range(1, 256):
-            j = 0
-            while not (byte >> j) & 1:
-                j += 1
-            i = 8 * k + j
+            i = 8 * k + _LOWBIT[byte]
             D[k, byte] = D[k, byte & (byte - 1)] + cost[1, i] - cost[0, i]
-        for byte in range(256):
-            r = np.inf
-            for j in range(8):
-                v = flip[(byte >> j) & 1, 8 * k + j]
-                if v < r:
-                    r = v
-            R[k, byte] = r
     return base, p0, dmask
+
+
+@njit(cache=True)
+def _repair_tables(flip, R, A0, A1):
+    """``R[k, byte]`` = min over the 8 coordinates of byte k of the repair cost flip[bit, i].
+
+    Built from running minima over set bits (A1: of flip[1], A0: of flip[0] on the complement).
+    """
+    for k in range(3):
+        A0[0] = np.inf
+        A1[0] = np.inf
+        for byte in range(1, 256):
+            i = 8 * k + _LOWBIT[byte]
+            prev = byte & (byte - 1)
+            A0[byte] = min(A0[prev], flip[0, i])
+            A1[byte] = min(A1[prev], flip[1, i])
+        for byte in range(256):
+            R[k, byte] = min(A1[byte], A0[255 ^ byte])
 
 
 @njit(cache=True, inline="always")
@@ -115,11 +127,14 @@ def nearest_point(y, cw, out):
     fdir = np.empty((2, 24), dtype=np.int64)
     D = np.empty((3, 256))
     R = np.empty((3, 256))
+    A0 = np.empty(256)
+    A1 = np.empty(256)
     best = np.inf
     best_m = 0
     best_k = 0
     for m in range(2):
-        base, p0, dmask = _coset_tables(y, m, cost, flip, fround, fdir, D, R)
+        base, p0, dmask = _coset_tables(y, m, cost, flip, fround, fdir, D)
+        _repair_tables(flip, R, A0, A1)
         for k in range(4096):
             w = cw[k]
             b0 = w & 255
@@ -172,114 +187,120 @@ def nearest_points(y, cw, out):
         nearest_point(y[r], cw, out[r])
 
 
-@njit(cache=True)
-def coset_distances(y, cw, out):
-    """``out[m, k]`` = min over the coset (m, codeword k) of ‖y − x‖² (float64 (2, 4096)); exact."""
-    cost = np.empty((2, 24))
-    flip = np.empty((2, 24))
-    fround = np.empty((2, 24), dtype=np.int64)
-    fdir = np.empty((2, 24), dtype=np.int64)
-    D = np.empty((3, 256))
-    R = np.empty((3, 256))
-    for m in range(2):
-        base, p0, dmask = _coset_tables(y, m, cost, flip, fround, fdir, D, R)
-        for k in range(4096):
-            w = cw[k]
-            b0 = w & 255
-            b1 = (w >> 8) & 255
-            b2 = w >> 16
-            # Branch-free: the parity is a coin flip per codeword, a branch would mispredict.
-            wrong = p0 ^ _parity(w & dmask) ^ m
-            out[m, k] = base + D[0, b0] + D[1, b1] + D[2, b2] + wrong * min(R[0, b0], min(R[1, b1], R[2, b2]))
-
-
 # --------------------------------------------------------------------------- angular search
 @njit(cache=True)
-def _probe_bounds(y, t, nlo, nhi, cw, ub):
-    """Coset distances d at the probe ``y = t·x̂`` folded into the cosine bounds ``ub`` (8192,).
+def _probe_bounds(y, t, nlo, nhi, cw, ub, flag, thr, climit, nlow):
+    """Fold the coset distances at the probe ``y = t·x̂`` into the cosine bounds ``ub`` (8192,).
 
-    Same arithmetic as :func:`coset_distances`, fused with the bound update of
-    :func:`best_direction` (the 8192 distances never round-trip through memory).  Returns the
-    coset number of the nearest coset.
+    For coset κ at distance d from the probe, u = max over N ∈ {nlo, nhi} of (t² + N − d²)/(2t√N)
+    (see :func:`best_direction`).  Cosets whose bound exceeds ``thr`` get ``flag[κ] = 1``.
+    Pruning: the parity-free cost (a lower bound on d, three table look-ups) gives an upper
+    bound on u; an unflagged coset whose upper bound is ≤ ``thr`` is skipped (its u cannot
+    flag it).  Flagged cosets always get the exact u, so their ``ub`` is the max over all
+    probes; ``flag[κ] = 2`` marks a coset already solved exactly (skipped).  A coset whose norm
+    limit ``climit[κ]`` (= 16·M_κ, two values: ``nlow`` and above) is below ``nhi`` uses the end
+    ``min(nhi, climit)`` (tighter), and none at all if that is below ``nlo``.  Returns the nearest
+    coset among those evaluated exactly.
     """
     cost = np.empty((2, 24))
     flip = np.empty((2, 24))
     fround = np.empty((2, 24), dtype=np.int64)
     fdir = np.empty((2, 24), dtype=np.int64)
     D = np.empty((3, 256))
-    R = np.empty((3, 256))
     a_lo = 1.0 / (2 * t * np.sqrt(nlo))
-    a_hi = 1.0 / (2 * t * np.sqrt(nhi))
     c_lo = (t * t + nlo) * a_lo
+    a_hi = 1.0 / (2 * t * np.sqrt(nhi))
     c_hi = (t * t + nhi) * a_hi
+    nb = min(nhi, nlow)  # the group's end for cosets limited to nlow
+    live_b = nlo <= nb
+    a_hb = 1.0 / (2 * t * np.sqrt(nb))
+    c_hb = (t * t + nb) * a_hb
     dmin = np.inf
     kmin = 0
     for m in range(2):
-        base, p0, dmask = _coset_tables(y, m, cost, flip, fround, fdir, D, R)
+        base, p0, dmask = _coset_tables(y, m, cost, flip, fround, fdir, D)
         for k in range(4096):
             w = cw[k]
-            b0 = w & 255
-            b1 = (w >> 8) & 255
-            b2 = w >> 16
-            wrong = p0 ^ _parity(w & dmask) ^ m
-            dk = base + D[0, b0] + D[1, b1] + D[2, b2] + wrong * min(R[0, b0], min(R[1, b1], R[2, b2]))
             kappa = 4096 * m + k
+            f = flag[kappa]
+            if f == 2:
+                continue
+            if climit[kappa] >= nhi:
+                ah = a_hi
+                ch = c_hi
+            elif live_b:
+                ah = a_hb
+                ch = c_hb
+            else:
+                continue  # no shell of this group exists in the coset
+            dk = base + D[0, w & 255] + D[1, (w >> 8) & 255] + D[2, w >> 16]
+            if f == 0 and max(c_lo - dk * a_lo, ch - dk * ah) <= thr:
+                continue
+            if p0 ^ _parity(w & dmask) != m:
+                r = np.inf
+                for i in range(24):
+                    r = min(r, flip[(w >> i) & 1, i])
+                dk += r
             if dk < dmin:
                 dmin = dk
                 kmin = kappa
-            u = max(c_lo - dk * a_lo, c_hi - dk * a_hi)
+            u = max(c_lo - dk * a_lo, ch - dk * ah)
             if u > ub[kappa]:
                 ub[kappa] = u
+            if u > thr:
+                flag[kappa] = 1
     return kmin
 
 
 @njit(cache=True)
-def coset_best_direction(xh, m, w, val, cost, par, nval, budget, dp, nd, arg, out):
+def coset_best_direction(xh, m, w, val, cost, par, nval, bm, layers, out):
     """Max of ⟨xh, x⟩/‖x‖ over the nonzero points x of coset (m, codeword integer w) in the ball.
 
-    Exact DP over coordinates with state (exact cost b, parity of Σz): ``dp[b, π]`` = best
-    partial dot product; the final states with π = m cover every norm of the ball at once
-    (J norm 4b for m = 0, 8b + 24 for m = 1).  Writes the argmax point to ``out`` and returns
-    its cosine (−2 if the coset has no nonzero point in the ball).  ``dp``/``nd`` float64
-    (B+1, 2) and ``arg`` int64 (24, B+1, 2) are scratch, B ≥ budget[m].
+    Exact DP over coordinates with state (exact cost b, parity π of Σz):
+
+    .. math:: L_{i+1}[π ⊕ p_j, b + q_j] = \\max_j \\left(L_i[π, b] + v_j\\,\\hat x_i\\right)
+
+    over the values v_j (cost q_j, parity p_j) allowed at coordinate i; the final states with
+    π = m cover every norm of the ball at once (J norm 4b for m = 0, 8b + 24 for m = 1).  The
+    forward pass is branch-free over b (vectorises); the argmax is recovered by backtracking
+    through the stored layers (exact float equality, the sums are recomputed identically).
+    Writes the argmax point to ``out`` and returns its cosine (−2 if the coset has no nonzero
+    point in the ball).  ``bm`` is the coset's budget; ``layers`` float64 (25, 2, B+1) is
+    scratch, B ≥ bm.
     """
-    bm = budget[m]
-    for b in range(bm + 1):
-        dp[b, 0] = -np.inf
-        dp[b, 1] = -np.inf
-    dp[0, 0] = 0.0
+    for p in range(2):
+        for b in range(bm + 1):
+            layers[0, p, b] = -np.inf
+    layers[0, 0, 0] = 0.0
     for i in range(24):
         t = (w >> i) & 1
-        for b in range(bm + 1):
-            nd[b, 0] = -np.inf
-            nd[b, 1] = -np.inf
         xi = xh[i]
-        for b in range(bm + 1):
+        cur = layers[i]
+        nxt = layers[i + 1]
+        for p in range(2):
+            for b in range(bm + 1):
+                nxt[p, b] = -np.inf
+        for j in range(nval[m, t]):
+            q = cost[m, t, j]
+            if q > bm:
+                break
+            vx = val[m, t, j] * xi
+            pj = par[m, t, j]
             for p in range(2):
-                cur = dp[b, p]
-                if cur == -np.inf:
-                    continue
-                for j in range(nval[m, t]):
-                    nb = b + cost[m, t, j]
-                    if nb > bm:
-                        break
-                    q = p ^ par[m, t, j]
-                    v = cur + val[m, t, j] * xi
-                    if v > nd[nb, q]:
-                        nd[nb, q] = v
-                        arg[i, nb, q] = j
-        for b in range(bm + 1):
-            dp[b, 0] = nd[b, 0]
-            dp[b, 1] = nd[b, 1]
+                src = cur[p]
+                dst = nxt[p ^ pj]
+                for b in range(bm + 1 - q):
+                    dst[b + q] = max(dst[b + q], src[b] + vx)
     best = -2.0
     bbest = -1
+    fin = layers[24, m]
     for b in range(bm + 1):
-        if dp[b, m] == -np.inf:
+        if fin[b] == -np.inf:
             continue
         norm = 4 * b if m == 0 else 8 * b + 24
         if norm == 0:
             continue
-        c = dp[b, m] / np.sqrt(norm)
+        c = fin[b] / np.sqrt(norm)
         if c > best:
             best = c
             bbest = b
@@ -289,15 +310,42 @@ def coset_best_direction(xh, m, w, val, cost, par, nval, budget, dp, nd, arg, ou
     p = m
     for i in range(23, -1, -1):
         t = (w >> i) & 1
-        j = arg[i, b, p]
-        out[i] = val[m, t, j]
-        b -= cost[m, t, j]
-        p ^= par[m, t, j]
+        target = layers[i + 1, p, b]
+        for j in range(nval[m, t]):
+            q = cost[m, t, j]
+            if q > b:
+                break
+            pp = p ^ par[m, t, j]
+            if layers[i, pp, b - q] + val[m, t, j] * xh[i] == target:
+                out[i] = val[m, t, j]
+                b -= q
+                p = pp
+                break
     return best
 
 
 @njit(cache=True)
-def best_direction(x, cw, val, cost, par, nval, budget, radii, nlo, nhi, out):
+def _ball_cosine(v, xh, cw, cbud):
+    """Cosine of the lattice point v with the unit vector xh if v ≠ 0 lies in its coset's ball, else −2."""
+    m = v[0] & 1
+    word = 0
+    n2 = 0
+    dot = 0.0
+    for i in range(24):
+        word |= (((v[i] - m) >> 1) & 1) << i
+        n2 += v[i] * v[i]
+        dot += v[i] * xh[i]
+    u = _codeword_lookup(cw, word)
+    if n2 == 0 or u < 0:
+        return -2.0
+    q = n2 // 4 if m == 0 else (n2 - 24) // 8
+    if q > cbud[4096 * m + u]:
+        return -2.0
+    return dot / np.sqrt(n2)
+
+
+@njit(cache=True)
+def best_direction(x, cw, val, cost, par, nval, cbud, climit, radii, nlo, nhi, out):
     """Exact max-cosine point of the ball ``0 < ‖v‖² ≤ 16M`` (J units) for ``x`` (float64 (24,)).
 
     Branch and bound over the 8192 cosets.  For a probe radius t and any v of norm N in a
@@ -306,58 +354,95 @@ def best_direction(x, cw, val, cost, par, nval, budget, radii, nlo, nhi, out):
     .. math:: \\cos(x, v) \\le \\frac{t^2 + N - d_t^2}{2 t \\sqrt N},
 
     which is convex in √N, so over a group of shells N ∈ [nlo, nhi] probed at ``radii[g]`` it is
-    bounded by its value at the two ends.  The nearest lattice point to each probe (a free
-    by-product) seeds the best cosine; the cosets whose bound exceeds it are then solved exactly
-    (:func:`coset_best_direction`) in decreasing bound order until the next bound is ≤ the best
-    cosine found (+ ``PRUNE_SLACK``): the result is the exact optimum.  Writes the point (int64
-    J coordinates) to ``out``; returns (cosine, cosets solved).  ``x`` must be nonzero.
+    bounded by its value at the two ends.  Order of work: seed the best cosine with the nearest
+    lattice point to the outermost probe; run the outermost probe, solve its most promising
+    coset exactly (:func:`coset_best_direction`), run the other probes against that threshold
+    (:func:`_probe_bounds` skips cosets that cannot beat it), then solve the remaining flagged
+    cosets in decreasing bound order until the next bound is ≤ the best cosine (+
+    ``PRUNE_SLACK``).  Every coset left unsolved has all its bounds ≤ the final best, so the
+    result is the exact optimum.  Writes the point (int64 J coordinates) to ``out``; returns
+    (cosine, cosets solved).  ``x`` must be nonzero.
     """
     nrm = 0.0
     for i in range(24):
         nrm += x[i] * x[i]
     xh = x / np.sqrt(nrm)
-    nmax = budget[1] * 8 + 24  # J-norm limit 16M (the m = 1 budget is 2M − 3)
+    bmax = 0
+    nmax = 0.0
+    nlow = np.inf
+    for kappa in range(8192):
+        bmax = max(bmax, cbud[kappa])
+        nmax = max(nmax, climit[kappa])
+        nlow = min(nlow, climit[kappa])
     ub = np.full(8192, -np.inf)
+    flag = np.zeros(8192, dtype=np.uint8)
     y = np.empty(24)
     cand = np.zeros(24, dtype=np.int64)
+    layers = np.empty((25, 2, bmax + 1))
     best = -2.0
-    for g in range(radii.shape[0]):
+    solved = 0
+    last = radii.shape[0] - 1
+    for g in range(last, -1, -1):  # outermost shells first: the optimum is usually there
         t = radii[g]
         for i in range(24):
             y[i] = xh[i] * t
-        kmin = _probe_bounds(y, t, nlo[g], nhi[g], cw, ub)
-        _coset_point(y, kmin >> 12, cw[kmin & 4095], cand)  # nearest lattice point to the probe
-        n2 = 0
-        dot = 0.0
-        for i in range(24):
-            n2 += cand[i] * cand[i]
-            dot += cand[i] * xh[i]
-        if 0 < n2 <= nmax and dot / np.sqrt(n2) > best:
-            best = dot / np.sqrt(n2)
+        if g == last:
+            # Seed: the nearest lattice point to x̂ scaled just inside the ball (shrunk until inside).
+            ts = np.sqrt(nmax) * 0.95
+            for _ in range(8):
+                for i in range(24):
+                    y[i] = xh[i] * ts
+                nearest_point(y, cw, cand)
+                c = _ball_cosine(cand, xh, cw, cbud)
+                if c > -2.0:
+                    best = c
+                    out[:] = cand
+                    break
+                ts *= 0.9
+            for i in range(24):
+                y[i] = xh[i] * t
+        kmin = _probe_bounds(y, t, nlo[g], nhi[g], cw, ub, flag, best + PRUNE_SLACK, climit, nlow)
+        _coset_point(y, kmin >> 12, cw[kmin & 4095], cand)  # nearest point among the evaluated cosets
+        c = _ball_cosine(cand, xh, cw, cbud)
+        if c > best:
+            best = c
             out[:] = cand
-    # cosets that may beat the seed, in decreasing bound order
+        if g == last:
+            # Solve the most promising coset now: a near-optimal threshold prunes the other probes.
+            top = -1
+            for kappa in range(8192):
+                if flag[kappa] == 1 and (top < 0 or ub[kappa] > ub[top]):
+                    top = kappa
+            if top >= 0:
+                c = coset_best_direction(xh, top >> 12, cw[top & 4095], val, cost, par, nval, cbud[top],
+                                         layers, cand)
+                solved += 1
+                if c > best:
+                    best = c
+                    out[:] = cand
+                # Flagged cosets hold exact bounds: drop those the new best already beats.
+                for kappa in range(8192):
+                    if flag[kappa] == 1 and ub[kappa] <= best + PRUNE_SLACK:
+                        flag[kappa] = 0
+                flag[top] = 2
+    # flagged cosets carry their exact bound; solve those that may still beat the best
     ncand = 0
     for kappa in range(8192):
-        if ub[kappa] > best + PRUNE_SLACK:
+        if flag[kappa] == 1 and ub[kappa] > best + PRUNE_SLACK:
             ncand += 1
     idx = np.empty(ncand, dtype=np.int64)
     j = 0
     for kappa in range(8192):
-        if ub[kappa] > best + PRUNE_SLACK:
+        if flag[kappa] == 1 and ub[kappa] > best + PRUNE_SLACK:
             idx[j] = kappa
             j += 1
     order = np.argsort(-ub[idx])
-    bmax = max(budget[0], budget[1])
-    dp = np.empty((bmax + 1, 2))
-    nd = np.empty((bmax + 1, 2))
-    arg = np.empty((24, bmax + 1, 2), dtype=np.int64)
-    solved = 0
     for j in range(ncand):
         kappa = idx[order[j]]
         if ub[kappa] <= best + PRUNE_SLACK:
             break
-        c = coset_best_direction(xh, kappa >> 12, cw[kappa & 4095], val, cost, par, nval, budget,
-                                 dp, nd, arg, cand)
+        c = coset_best_direction(xh, kappa >> 12, cw[kappa & 4095], val, cost, par, nval, cbud[kappa],
+                                 layers, cand)
         solved += 1
         if c > best:
             best = c
@@ -409,7 +494,7 @@ def _codeword_lookup(cw, word):
 
 
 @njit(cache=True)
-def rank_point(v, cw, val, cost, par, nval, budget, F, offs):
+def rank_point(v, cw, val, cost, par, nval, cbud, F, offs):
     """Ball rank of the J point ``v`` (int64 (24,)) as limbs (hi, lo); (-1, -1) if v is not in the ball."""
     m = v[0] & 1
     word = 0
@@ -423,7 +508,8 @@ def rank_point(v, cw, val, cost, par, nval, budget, F, offs):
     u = _codeword_lookup(cw, word)
     if u < 0:
         return -1, -1
-    b = budget[m]
+    kappa = 4096 * m + u
+    b = cbud[kappa]
     p = m
     rh = 0
     rl = 0
@@ -447,12 +533,11 @@ def rank_point(v, cw, val, cost, par, nval, budget, F, offs):
         p ^= par[m, t, found]
     if p != 0:
         return -1, -1
-    kappa = 4096 * m + u
     return _add(rh, rl, offs[kappa, 0], offs[kappa, 1])
 
 
 @njit(cache=True)
-def unrank_point(rh, rl, cw, val, cost, par, nval, budget, F, offs, out):
+def unrank_point(rh, rl, cw, val, cost, par, nval, cbud, F, offs, out):
     """Inverse of :func:`rank_point` for 0 ≤ rank < offs[8192]; writes int64 J coordinates to ``out``."""
     lo = 0
     hi = 8191
@@ -469,7 +554,7 @@ def unrank_point(rh, rl, cw, val, cost, par, nval, budget, F, offs, out):
     n1 = 0
     for i in range(24):
         n1 += (w >> i) & 1
-    b = budget[m]
+    b = cbud[kappa]
     p = m
     for i in range(24):
         t = (w >> i) & 1
@@ -491,34 +576,76 @@ def unrank_point(rh, rl, cw, val, cost, par, nval, budget, F, offs, out):
 
 
 @njit(cache=True, parallel=True)
-def rank_points(v, cw, val, cost, par, nval, budget, F, offs, out):
+def rank_points(v, cw, val, cost, par, nval, cbud, F, offs, out):
     """Row-parallel :func:`rank_point`: ``v`` int64 (n, 24) → ``out`` int64 (n, 2) limbs (-1 if outside)."""
     for r in prange(v.shape[0]):
-        h, lo = rank_point(v[r], cw, val, cost, par, nval, budget, F, offs)
+        h, lo = rank_point(v[r], cw, val, cost, par, nval, cbud, F, offs)
         out[r, 0] = h
         out[r, 1] = lo
 
 
 @njit(cache=True, parallel=True)
-def unrank_points(ranks, cw, val, cost, par, nval, budget, F, offs, out):
+def unrank_points(ranks, cw, val, cost, par, nval, cbud, F, offs, out):
     """Row-parallel :func:`unrank_point`: ``ranks`` int64 (n, 2) limbs, each < offs[8192] → int64 (n, 24)."""
     for r in prange(ranks.shape[0]):
-        unrank_point(ranks[r, 0], ranks[r, 1], cw, val, cost, par, nval, budget, F, offs, out[r])
+        unrank_point(ranks[r, 0], ranks[r, 1], cw, val, cost, par, nval, cbud, F, offs, out[r])
+
+
+@njit(cache=True)
+def in_lattice(v, cw):
+    """Membership of the int64 point v (24,) in J: v ≡ m (mod 2), ((v − m)/2 mod 2) ∈ G24, Σv ≡ 4m (mod 8)."""
+    m = v[0] & 1
+    word = 0
+    total = 0
+    for i in range(24):
+        if (v[i] & 1) != m:
+            return False
+        word |= (((v[i] - m) >> 1) & 1) << i
+        total += v[i]
+    return _codeword_lookup(cw, word) >= 0 and (total - 4 * m) % 8 == 0
+
+
+@njit(cache=True)
+def make_primitive(v, cw):
+    """Replace the J point v by the shortest lattice point on its ray (v/k for the largest k with v/k ∈ J).
+
+    Collinear ball points (v and 2v, 3v ...) have the same cosine; the encoder always emits the
+    primitive one so that re-encoding a decoded vector reproduces its code.
+    """
+    g = 0
+    for i in range(24):
+        a = abs(v[i])
+        while a:
+            g, a = a, g % a
+    tmp = np.empty(24, dtype=np.int64)
+    for k in range(g, 1, -1):
+        if g % k:
+            continue
+        for i in range(24):
+            tmp[i] = v[i] // k
+        if in_lattice(tmp, cw):
+            v[:] = tmp
+            return
 
 
 @njit(cache=True, parallel=True)
-def best_directions(x, cw, val, cost, par, nval, budget, radii, nlo, nhi, out, cos, solved):
+def best_directions(x, cw, val, cost, par, nval, cbud, radii, nlo, nhi, out, cos, solved):
     """Block-parallel :func:`best_direction`: ``x`` float64 (n, 24) → points ``out`` int64 (n, 24), cosines.
 
-    A zero row gets the fixed minimal vector (4, 4, 0, ..., 0) (in every ball) and cosine 0.
+    Each answer is reduced to the primitive point of its ray (:func:`make_primitive`).  A zero
+    row gets the fixed minimal vector (4, 4, 0, ..., 0) (in every ball) and cosine 0.
     """
+    climit = np.empty(8192)  # J-norm limit 16·M_κ of each coset (budgets 4M_κ, or 2M_κ − 3 for m = 1)
+    for kappa in range(8192):
+        climit[kappa] = 4.0 * cbud[kappa] if kappa < 4096 else 8.0 * cbud[kappa] + 24.0
     for r in prange(x.shape[0]):
         nz = False
         for i in range(24):
             if x[r, i] != 0.0:
                 nz = True
         if nz:
-            c, s = best_direction(x[r], cw, val, cost, par, nval, budget, radii, nlo, nhi, out[r])
+            c, s = best_direction(x[r], cw, val, cost, par, nval, cbud, climit, radii, nlo, nhi, out[r])
+            make_primitive(out[r], cw)
             cos[r] = c
             solved[r] = s
         else:
@@ -584,7 +711,7 @@ def pack_codes(ranks, gains, levels, nbits, blocks, byte_off, codes):
 
 @njit(cache=True, parallel=True)
 def decode_rows(codes, byte_off, blocks, nbits, levels, gain_values, scales, size_h, size_l,
-                cw, val, cost, par, nval, budget, F, offs, out, bad):
+                cw, val, cost, par, nval, cbud, F, offs, out, bad):
     """Decode packed block codes into float32 vectors ``out`` (n, 24·blocks).
 
     Block code c → gain g = c mod L, shape s = c div L (must be < the shape count
@@ -611,7 +738,7 @@ def decode_rows(codes, byte_off, blocks, nbits, levels, gain_values, scales, siz
                     out[r, 24 * j + i] = 0.0
                 continue
             qh, ql = _add(qh, ql, 0, 1)
-            unrank_point(qh, ql, cw, val, cost, par, nval, budget, F, offs, v)
+            unrank_point(qh, ql, cw, val, cost, par, nval, cbud, F, offs, v)
             nrm = 0
             for i in range(24):
                 nrm += v[i] * v[i]

@@ -14,6 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .errors import PayloadTooLarge, error_response
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+#: After deciding on a 413, up to this many further body bytes are read and discarded before answering.
+#: A client that is still sending when the server closes the socket gets a TCP reset and may lose the
+#: answer; draining a bounded amount lets ordinary clients read the 413.  Larger bodies are cut off.
+DRAIN_MAX = 64 << 20
 
 
 class _BodyTooLarge(Exception):
@@ -54,19 +58,23 @@ class BodyLimitMiddleware:
                 await error_response(400, "bad_request", "invalid Content-Length header")(scope, receive, send)
                 return
             if size > limit:
+                if size <= DRAIN_MAX:
+                    await _drain(receive, DRAIN_MAX)
                 await self._reject(scope, receive, send, limit, size)
                 return
         received = 0
         exceeded = False
         started = False
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received, exceeded
+            nonlocal received, exceeded, body_done
             if exceeded:
                 raise _BodyTooLarge
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
                     exceeded = True
                     raise _BodyTooLarge
@@ -77,6 +85,7 @@ class BodyLimitMiddleware:
             if exceeded:  # the app answered after a failed read: replace its answer by the 413
                 if message["type"] == "http.response.start" and not started:
                     started = True
+                    await _drain(receive, -1 if body_done else DRAIN_MAX - received)
                     await self._reject(scope, receive, send, limit, None)
                 return
             if message["type"] == "http.response.start":
@@ -87,9 +96,11 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, guarded_send)
         except _BodyTooLarge:
             if not started:
+                await _drain(receive, -1 if body_done else DRAIN_MAX - received)
                 await self._reject(scope, receive, send, limit, None)
         except Exception:
             if exceeded and not started:  # some layer wrapped our signal in another exception
+                await _drain(receive, -1 if body_done else DRAIN_MAX - received)
                 await self._reject(scope, receive, send, limit, None)
             else:
                 raise
@@ -100,3 +111,15 @@ class BodyLimitMiddleware:
         message = f"{what} exceeds the limit of {limit:,} bytes"
         await error_response(PayloadTooLarge.http_status, PayloadTooLarge.code, message,
                              headers={"Connection": "close"})(scope, receive, send)
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and discard the rest of the request body, at most ``budget`` bytes."""
+    seen = 0
+    while seen <= budget:  # budget < 0: the body was read completely already
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return

@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Latency buckets in seconds: sub-millisecond cache hits up to slow bulk ingests.
@@ -67,7 +68,8 @@ class HttpMetrics:
         out = ["# HELP vqsearch_http_requests_total HTTP requests by method, route template and status.",
                "# TYPE vqsearch_http_requests_total counter"]
         for (method, route, status), n in sorted(self.requests.items()):
-            out.append(f"vqsearch_http_requests_total{_labels([('method', method), ('route', route), ('status', status)])} {n}")
+            labels = _labels([("method", method), ("route", route), ("status", status)])
+            out.append(f"vqsearch_http_requests_total{labels} {n}")
         out += ["# HELP vqsearch_http_request_duration_seconds HTTP request latency by method and route template.",
                 "# TYPE vqsearch_http_request_duration_seconds histogram"]
         for (method, route), counts in sorted(self.hist_counts.items()):
@@ -78,7 +80,8 @@ class HttpMetrics:
                 out.append(f"vqsearch_http_request_duration_seconds_bucket{_labels(base + [('le', _num(b))])} {acc}")
             acc += counts[-1]
             out.append(f"vqsearch_http_request_duration_seconds_bucket{_labels(base + [('le', '+Inf')])} {acc}")
-            out.append(f"vqsearch_http_request_duration_seconds_sum{_labels(base)} {_num(self.hist_sum[(method, route)])}")
+            total = _num(self.hist_sum[(method, route)])
+            out.append(f"vqsearch_http_request_duration_seconds_sum{_labels(base)} {total}")
             out.append(f"vqsearch_http_request_duration_seconds_count{_labels(base)} {acc}")
         out += ["# HELP vqsearch_http_requests_in_flight HTTP requests being served.",
                 "# TYPE vqsearch_http_requests_in_flight gauge", f"vqsearch_http_requests_in_flight {self.in_flight}"]
@@ -95,9 +98,21 @@ def gauge(name: str, help_text: str, samples: Iterable[tuple[Sequence[tuple[str,
 class MetricsMiddleware:
     """Times every HTTP request and counts it by route template and final status."""
 
-    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
+
+    def _template(self, scope: Scope) -> str:
+        """The matched route's template; for requests rejected before routing (401, 413) it is looked up."""
+        route = scope.get("route")
+        if route is None:
+            for candidate in self.routes:
+                match, _ = candidate.matches(scope)
+                if match != Match.NONE:
+                    route = candidate
+                    break
+        return getattr(route, "path", None) or UNMATCHED
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -117,6 +132,4 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             self.metrics.in_flight -= 1
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED
-            self.metrics.observe(scope.get("method", "?"), template, status, time.perf_counter() - t0)
+            self.metrics.observe(scope.get("method", "?"), self._template(scope), status, time.perf_counter() - t0)

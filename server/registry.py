@@ -183,6 +183,11 @@ class CollectionRegistry:
             raise NotFound(f"collection '{name}' does not exist")
         return c
 
+    def check_current(self, collection: Collection) -> None:
+        """Raise ``NotFound`` if ``collection`` was dropped (or replaced) since it was looked up."""
+        if self._collections.get(collection.name) is not collection:
+            raise NotFound(f"collection '{collection.name}' does not exist")
+
     def names(self) -> list[str]:
         return sorted(self._collections)
 

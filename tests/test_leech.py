@@ -17,6 +17,7 @@ from vqsearch.kernels import leech as kl
 
 from vqsearch import errors, quantizers
 from vqsearch.quantizers import golay
+from vqsearch.quantizers import leech as leech_module
 from vqsearch.quantizers.leech import Leech, golay_words, leech_ball, nearest_point, nearest_point_j
 
 # ----------------------------------------------------------------------------- references
@@ -29,6 +30,14 @@ def in_leech_j(x: np.ndarray) -> np.ndarray:
     same = ((x & 1) == m).all(axis=1)
     words = ((x - m) // 2) & 1
     return same & golay.is_codeword(words) & (x.sum(axis=1) % 8 == 4 * m[:, 0])
+
+
+def shell_limit(points: np.ndarray, shells: int, extra: int) -> np.ndarray:
+    """Reference M_κ of each J point's coset: M + 1 for the cosets of extension order κ·2731 mod 8192 < extra."""
+    points = np.asarray(points, dtype=np.int64).reshape(-1, 24)
+    m = points[:, 0] & 1
+    kappa = 4096 * m + golay.codeword_index(((points - m[:, None]) // 2) & 1)
+    return shells + ((kappa * 2731) % 8192 < extra)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +192,7 @@ def test_golay_code_structure():
 
 def test_min_vectors_are_the_kissing_configuration(min_vectors):
     assert len(min_vectors) == 196_560
-    assert len(np.unique(min_vectors, axis=0)) == 196_560
+    assert len(np.unique(min_vectors.astype(np.int8).view("V24"))) == 196_560
     assert in_leech_j(min_vectors).all()
     assert ((min_vectors**2).sum(axis=1) == 32).all()
     assert np.array_equal(nearest_point_j(min_vectors.astype(np.float64)), min_vectors)
@@ -265,22 +274,38 @@ def test_rank_is_a_bijection_on_the_first_shell(min_vectors):
     assert np.array_equal(back, pts)
 
 
-@pytest.mark.parametrize("shells", [12, 45])
-def test_rank_unrank_random(shells):
-    ball = leech_ball(shells)
-    rng = np.random.default_rng(shells)
+@pytest.mark.parametrize("shells,extra", [(12, 0), (45, 0), (6, 1279), (12, 5000)])
+def test_rank_unrank_random(shells, extra):
+    ball = leech_ball(shells, extra)
+    rng = np.random.default_rng(shells + extra)
     ranks = [int(r) % ball.size for r in rng.integers(0, 2**62, 3000).astype(object) * (1 << 40)]
     ranks += [0, 1, ball.size - 1] + list(range(ball.size - 50, ball.size - 1))
     pts = ball.unrank(ranks)
     assert in_leech_j(pts).all()
-    assert ((pts**2).sum(axis=1) <= 16 * shells).all()
+    limit = shell_limit(pts, shells, extra)
+    assert ((pts**2).sum(axis=1) <= 16 * limit).all()
+    if extra:
+        assert ((pts**2).sum(axis=1) == 16 * (shells + 1)).any(), "no point of the extension shell drawn"
     assert ball.rank(pts) == ranks
-    # Points found independently (decoder inside the ball) rank and unrank back.
-    y = rng.normal(size=(2000, 24)) * math.sqrt(16 * shells / 24) * 0.8
+    # Points found independently (decoder inside the ball) rank and unrank back; others are rejected.
+    y = rng.normal(size=(2000, 24)) * math.sqrt(16 * shells / 24) * 0.9
     p = nearest_point_j(y)
-    p = p[(p**2).sum(axis=1) <= 16 * shells]
+    inside = (p**2).sum(axis=1) <= 16 * shell_limit(p, shells, extra)
     r = ball.rank(p)
-    assert min(r) >= 0 and np.array_equal(ball.unrank(r), p)
+    assert all((rk >= 0) == ok for rk, ok in zip(r, inside)) and inside.any() and not inside.all()
+    assert np.array_equal(ball.unrank([rk for rk in r if rk >= 0]), p[inside])
+
+
+def test_extended_ball_sizes():
+    for shells in (3, 12):
+        sizes = [leech_ball(shells, k).size for k in (0, 1, 2000, 8192)]
+        assert sizes[0] == theta_ball_sizes(shells)[shells] and sizes[-1] == theta_ball_sizes(shells + 1)[shells + 1]
+        assert sizes == sorted(sizes) and sizes[0] < sizes[2] < sizes[3]  # some cosets gain no point
+    # Filling the code space: as many whole cosets as fit, and one more would not.
+    for bits, shells, levels in ((36, 6, 1), (48, 12, 2), (72, 45, 7)):
+        q = quantizers.get(f"leech:bits={bits / 24}")
+        assert (q.ball.shells, q.levels) == (shells, levels) and 0 < q.ball.extra < 8192
+        assert (q.ball.size - 1) * levels <= 2**bits < (leech_ball(shells, q.ball.extra + 1).size - 1) * levels
 
 
 def test_rank_rejects_points_outside():
@@ -291,6 +316,12 @@ def test_rank_rejects_points_outside():
     outside[2, :3] = 4  # odd Σz: not a lattice point
     assert ball.rank(outside) == [-1, -1, -1]
     assert in_leech_j(outside).tolist() == [True, False, False]
+    # Kernel membership test vs the reference, on lattice points and on perturbed ones.
+    rng = np.random.default_rng(13)
+    pts = nearest_point_j(rng.uniform(-30, 30, (300, 24)))
+    pts[np.arange(0, 300, 2), rng.integers(0, 24, 150)] += rng.choice([-2, -1, 1, 2, 4], 150)
+    cw = golay_words()
+    assert [kl.in_lattice(p, cw) for p in pts] == in_leech_j(pts).tolist()
     with pytest.raises(errors.InvalidInput, match="ball ranks must lie in"):
         ball.unrank([ball.size])
 
@@ -306,28 +337,26 @@ def test_angular_search_exact_on_the_first_shell(min_vectors):
     np.testing.assert_array_equal(pts, min_vectors[ref.argmax(axis=1)])
 
 
-@pytest.mark.parametrize("shells", [5, 12])
-def test_angular_search_equals_full_coset_dp_and_beats_decoding(shells):
-    ball = leech_ball(shells)
+@pytest.mark.parametrize("shells,extra", [(5, 0), (12, 0), (6, 4000)])
+def test_angular_search_equals_full_coset_dp_and_beats_decoding(shells, extra):
+    ball = leech_ball(shells, extra)
     cw = golay_words()
     x = np.random.default_rng(6).normal(size=(12, 24))
     pts, cos = ball.best_directions(x)
-    assert in_leech_j(pts).all() and ((pts**2).sum(axis=1) <= 16 * shells).all()
+    assert in_leech_j(pts).all() and ((pts**2).sum(axis=1) <= 16 * shell_limit(pts, shells, extra)).all()
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     np.testing.assert_allclose(cos, (pts * xn).sum(axis=1) / np.linalg.norm(pts, axis=1), atol=1e-12)
-    bmax = int(ball.budget.max())
-    dp, nd = np.empty((bmax + 1, 2)), np.empty((bmax + 1, 2))
-    arg, cand = np.zeros((24, bmax + 1, 2), np.int64), np.zeros(24, np.int64)
+    layers, cand = np.empty((25, 2, int(ball.cbud.max()) + 1)), np.zeros(24, np.int64)
     for xi, c in zip(xn, cos):
-        full = max(kl.coset_best_direction(xi, m, cw[k], *ball.tables, dp, nd, arg, cand)
-                   for m in range(2) for k in range(4096))
+        full = max(kl.coset_best_direction(xi, k >> 12, cw[k & 4095], *ball.tables[:4], ball.cbud[k], layers, cand)
+                   for k in range(8192))
         assert abs(full - c) < 1e-12, "branch and bound missed the exact optimum"
     # Any nonzero ball point found by the (independently verified) decoder is no better.
-    radii = np.linspace(3, 4 * math.sqrt(shells) + 3, 60)
+    radii = np.linspace(3, 4 * math.sqrt(shells + 1) + 3, 60)
     for xi, c in zip(xn, cos):
         p = nearest_point_j(radii[:, None] * xi[None])
         nrm = (p**2).sum(axis=1)
-        ok = (nrm > 0) & (nrm <= 16 * shells)
+        ok = (nrm > 0) & (nrm <= 16 * shell_limit(p, shells, extra))
         assert ((p[ok] @ xi) / np.sqrt(nrm[ok])).max() <= c + 1e-12
 
 
@@ -361,7 +390,7 @@ def gauss() -> tuple[np.ndarray, np.ndarray]:
 def test_spec_and_layout(bits, shells, levels):
     q = quantizers.get(f"leech:bits={bits}")
     assert isinstance(q, Leech) and q.ball.shells == shells and q.levels == levels
-    assert q.levels * (q.ball.size - 1) <= 2 ** round(24 * bits) < (q.levels + 1) * (q.ball.size - 1)
+    assert q.levels * (q.ball.size - 1) <= 2 ** round(24 * bits) < (q.levels + 1) * (leech_ball(shells).size - 1)
     q.fit(np.random.default_rng(0).normal(size=(20, 768)).astype(np.float32))
     assert q.code_size == 768 * bits / 8 and q.bits_per_dim == bits
     assert quantizers.get(f"leech:bits={bits},scale=vector").fit(np.ones((2, 768), np.float32)).code_size \
@@ -384,16 +413,43 @@ def test_decode_matches_python_reference_and_codes_roundtrip(gauss):
     assert np.array_equal(pack_block_codes(ref_codes, 0, 48, q.code_size), codes)
 
 
+def is_primitive(v: np.ndarray) -> bool:
+    """No v/k (k ≥ 2) is a lattice point (reference: gcd and the membership definition)."""
+    g = math.gcd(*map(int, v))
+    return not any(g % k == 0 and in_leech_j(v // k)[0] for k in range(2, g + 1))
+
+
 @pytest.mark.parametrize("bits", [1.5, 2.0, 3.0])
 def test_encode_decode_random_valid_codes(bits):
+    """Valid codes = those the encoder emits: any gain, any shape that is the primitive point of its ray."""
     q = quantizers.get(f"leech:bits={bits}").fit(np.random.default_rng(8).normal(size=(40, 48)).astype(np.float32))
     nbits, size = round(24 * bits), q.ball.size - 1
     rng = np.random.default_rng(9)
-    rows = [[int(rng.integers(0, 2**62)) * (1 << 30) % (size * q.levels) for _ in range(2)] for _ in range(24)]
-    rows[0] = [0, size * q.levels - 1]
+    flat = [int(rng.integers(0, 2**62)) * (1 << 30) % (size * q.levels) for _ in range(48)]
+    flat[:2] = [0, size * q.levels - 1]
+    shapes = q.ball.unrank([c // q.levels + 1 for c in flat])
+    flat = [c for c, v in zip(flat, shapes) if is_primitive(v)]
+    assert len(flat) >= 40
+    rows = [flat[i:i + 2] for i in range(0, len(flat) - 1, 2)]
     codes = pack_block_codes(rows, 0, nbits, q.code_size)
     x_hat = q.decode(codes)
     assert np.array_equal(q.encode(x_hat), codes)
+
+
+def test_encoder_emits_primitive_shapes():
+    ball = leech_ball(45)
+    cw = golay_words()
+    v = ball.unrank([1])[0]  # (0, ..., 0, −8): its multiple 3v is also in the ball
+    assert is_primitive(v) and not is_primitive(3 * v)
+    for k in (2, 3, 5):
+        w = (k * v).astype(np.int64)
+        kl.make_primitive(w, cw)
+        assert np.array_equal(w, v)
+    pts, cos = ball.best_directions((3 * v)[None].astype(np.float64))
+    assert np.array_equal(pts[0], v) and abs(cos[0] - 1) < 1e-12
+    x = np.random.default_rng(12).normal(size=(50, 24))
+    pts, _ = leech_ball(12).best_directions(x)
+    assert all(is_primitive(p) for p in pts)
 
 
 def test_mse_on_gaussian_and_rate_ordering():
@@ -404,6 +460,14 @@ def test_mse_on_gaussian_and_rate_ordering():
            for b in (1.5, 2.0)}
     assert mse[2.0] <= 0.085, f"2-bit MSE {mse[2.0]:.4f} > 0.085 (target) / 0.0915 (E8P)"
     assert mse[1.5] <= 0.165 and mse[2.0] < mse[1.5]
+
+
+def test_chunked_encoding_matches(gauss, monkeypatch):
+    xt, x = gauss
+    q = quantizers.get("leech:scale=vector").fit(xt)
+    codes = q.encode(x)
+    monkeypatch.setattr(leech_module, "ENCODE_CHUNK_BLOCKS", 5)  # 2 rows per chunk
+    assert np.array_equal(q.encode(x), codes)
 
 
 @pytest.mark.parametrize("d", [1, 7, 25, 97])

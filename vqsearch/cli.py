@@ -107,6 +107,17 @@ def _cmd_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP API (flags override ``VQSEARCH_*`` environment variables)."""
+    from .server import Settings, serve
+
+    settings = Settings.load(data_dir=args.data, host=args.host, port=args.port, api_keys=tuple(args.api_key or ()),
+                             read_only_keys=tuple(args.read_only_key or ()), search_threads=args.search_threads,
+                             demo_debian=args.demo_debian, log_level=args.log_level)
+    serve(settings)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vqsearch", description="Vector-quantised embedding search.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -156,6 +167,80 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("compact", help="merge small segments and drop deleted rows")
     s.add_argument("path")
     s.set_defaults(func=_cmd_compact)
+
+    s = sub.add_parser("serve", help="run the HTTP API (FastAPI + uvicorn)")
+    s.add_argument("--data", default=None, help="data directory (env VQSEARCH_DATA_DIR)")
+    s.add_argument("--host", default=None, help="bind address (default 127.0.0.1; others need an API key)")
+    s.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
+    s.add_argument("--api-key", action="append", help="admin bearer key (repeatable; env VQSEARCH_API_KEYS)")
+    s.add_argument("--read-only-key", action="append",
+                   help="read-only bearer key (repeatable; env VQSEARCH_READ_ONLY_KEYS)")
+    s.add_argument("--search-threads", type=int, default=None, help="search worker threads (default 8)")
+    s.add_argument("--demo-debian", default=None, metavar="DIR",
+                   help="serve the Debian-MiniLM set in DIR (texts.parquet + base.f16.npy) as collection 'debian'")
+    s.add_argument("--log-level", default=None, help="log level (default info)")
+    s.set_defaults(func=_cmd_serve)
+
+    # weights: compress | decompress | info.  Handlers turn the Namespace into typed API arguments here.
+    def _weights_compress(a: argparse.Namespace) -> int:
+        from . import weights
+
+        texts = None
+        if a.calibration:
+            with open(a.calibration, encoding="utf-8") as fh:
+                texts = [line.strip() for line in fh if line.strip()][: a.calibration_limit]
+        fmt: str | dict[str, str] | None = a.format
+        if a.pin:
+            fmt = dict(p.split("=", 1) for p in a.pin) | ({"*": a.format} if a.format else {})
+        res = weights.compress(a.src, a.dst, format=fmt, target_bits=a.target_bits, allocate=a.allocate,
+                               calibration=texts, shard_size=int(a.shard_mb * (1 << 20)), damp=a.damp,
+                               seed=a.seed, overwrite=a.overwrite, progress=not a.quiet)
+        print(json.dumps({"path": str(res.path), "tensors": len(res.tensors), "params": res.total_params,
+                          "bits_per_param": round(res.bits_per_param, 4), "bytes": res.bytes_on_disk,
+                          "seconds": round(res.seconds or 0.0, 2)}))
+        return 0
+
+    def _weights_decompress(a: argparse.Namespace) -> int:
+        from . import weights
+
+        print(weights.decompress(a.src, a.out, dtype=a.dtype))
+        return 0
+
+    def _weights_info(a: argparse.Namespace) -> int:
+        from . import weights
+
+        res = weights.info(a.path)
+        print(json.dumps(res.to_dict(), indent=1, default=str) if a.json else res.table())
+        return 0
+
+    w = sub.add_parser("weights", help="compress, decompress and inspect model weights (safetensors)")
+    wsub = w.add_subparsers(dest="weights_command", required=True)
+    s = wsub.add_parser("compress", help="safetensors model -> Arrow shards (resumable)")
+    s.add_argument("src", help="model.safetensors, a *.safetensors.index.json, or their folder")
+    s.add_argument("dst", help="output directory")
+    s.add_argument("--format", default=None, help="weight format of every 2-D tensor (default e8p:bits=2)")
+    s.add_argument("--pin", action="append", metavar="GLOB=FORMAT", help="per-tensor format (repeatable)")
+    s.add_argument("--target-bits", type=float, default=None, help="average bits/parameter: allocate formats")
+    s.add_argument("--allocate", choices=["fisher", "proxy"], default=None,
+                   help="allocation sensitivity (default: fisher with --calibration, else proxy)")
+    s.add_argument("--calibration", default=None, metavar="TEXTS",
+                   help="text file, one calibration text per line (LDLQ + Fisher statistics)")
+    s.add_argument("--calibration-limit", type=int, default=256, help="use at most this many texts")
+    s.add_argument("--shard-mb", type=float, default=256, help="shard size bound in MiB (default 256)")
+    s.add_argument("--damp", type=float, default=0.01, help="LDLQ relative damping (default 0.01)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true", help="replace a different job found in DST")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_weights_compress)
+    s = wsub.add_parser("decompress", help="compressed model -> one safetensors file")
+    s.add_argument("src", help="compressed model directory")
+    s.add_argument("out", help="output .safetensors file")
+    s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    s.set_defaults(func=_weights_decompress)
+    s = wsub.add_parser("info", help="per-tensor format, bits, SQNR and statistics")
+    s.add_argument("path", help="compressed model directory")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=_weights_info)
     return p
 
 

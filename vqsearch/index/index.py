@@ -69,10 +69,11 @@ class IndexConfig:
     rescore: str | None = DEFAULT_RESCORE
     ivf: IVFConfig | None = None
     oversample: int = DEFAULT_OVERSAMPLE
+    residual: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT_VERSION, "dim": self.dim, "metric": self.metric, "scan": self.scan,
-                "rescore": self.rescore, "oversample": self.oversample,
+                "rescore": self.rescore, "oversample": self.oversample, "residual": self.residual,
                 "ivf": None if self.ivf is None else dict(self.ivf.__dict__)}
 
     @classmethod
@@ -80,7 +81,8 @@ class IndexConfig:
         if int(cfg.get("format", 0)) > FORMAT_VERSION:
             raise InvalidInput(f"index format {cfg.get('format')} is newer than this vqsearch supports")
         return cls(dim=int(cfg["dim"]), metric=cfg["metric"], scan=cfg["scan"], rescore=cfg["rescore"],
-                   ivf=IVFConfig.from_any(cfg.get("ivf")), oversample=int(cfg.get("oversample", 10)))
+                   ivf=IVFConfig.from_any(cfg.get("ivf")), oversample=int(cfg.get("oversample", 10)),
+                   residual=bool(cfg.get("residual", False)))
 
 
 class _SegmentCache:
@@ -121,6 +123,7 @@ class Index:
         rescore: str | None = DEFAULT_RESCORE,
         ivf: IVFConfig | dict | None = None,
         oversample: int = DEFAULT_OVERSAMPLE,
+        residual: bool = True,
     ) -> Index:
         """Create an empty index at ``path`` (a new directory; ``None`` = a temporary one).
 
@@ -140,13 +143,18 @@ class Index:
             ``None`` for a flat scan, or IVF options such as ``{"nlist": 1024, "nprobe": 32}``.
         oversample:
             Default candidates per result kept by the scan for rescoring (``k × oversample``).
+        residual:
+            Rescore codes encode the residual ``x − decode(scan code)`` and rescoring uses the sum of both
+            reconstructions (two-stage residual quantisation).  The scan code is stored anyway, so this
+            lowers the rescoring error at no extra bytes (≈ 2.7× lower for binary + 4-bit codes on MiniLM).
         """
         from ..storage import Store, StoreConfig
 
         if not isinstance(dim, (int, np.integer)) or dim < 1:
             raise InvalidInput(f"dim must be a positive integer, got {dim!r}")
         cfg = IndexConfig(dim=int(dim), metric=_normalize_metric(metric), scan=scan, rescore=rescore,
-                          ivf=IVFConfig.from_any(ivf), oversample=int(oversample))
+                          ivf=IVFConfig.from_any(ivf), oversample=int(oversample),
+                          residual=bool(residual) and rescore is not None)
         if cfg.oversample < 1:
             raise InvalidInput(f"oversample must be >= 1, got {oversample}")
         # Validate the specs now, so that a typo fails at create time and not at the first add.
@@ -257,20 +265,33 @@ class Index:
         self._load_trained()
         return self
 
+    def _rescore_quantizer(self) -> Quantizer:
+        """Unfitted rescore quantiser.  In residual mode its RHT gets a seed other than the scan's unless
+        the spec names one: the same rotation would leave the residual's folded, non-Gaussian per-coordinate
+        shape in place, while a fresh rotation makes it Gaussian-like again (measured: recall@10 0.948 →
+        0.956 with binary + e8p:bits=4 on Debian-MiniLM)."""
+        cfg = self._config
+        _, params = quantizers.parse_spec(cfg.rescore)
+        if cfg.residual and "seed" not in params:
+            scan_seed = quantizers.parse_spec(cfg.scan)[1].get("seed", 0)
+            return quantizers.get(cfg.rescore, seed=int(scan_seed) + 1)
+        return quantizers.get(cfg.rescore)
+
     def _fit(self, x: np.ndarray) -> dict[str, bytes]:
         """Fitted quantiser states (blobs) for prepared training vectors."""
         if x.shape[0] > TRAIN_MAX:
             x = x[np.sort(np.random.default_rng(0).choice(x.shape[0], TRAIN_MAX, replace=False))]
         cfg = self._config
         scan_q = quantizers.get(cfg.scan)
-        rescore_q = quantizers.get(cfg.rescore) if cfg.rescore else None
+        rescore_q = self._rescore_quantizer() if cfg.rescore else None
         for q in (scan_q, rescore_q):
             if q is not None and x.shape[0] < q.min_train:
                 raise EmptyInput(f"{q.spec} needs at least {q.min_train} training vectors, got {x.shape[0]}; "
                                  f"add a larger first batch or call Index.train(sample)")
         blobs = {"scan": scan_q.fit(x).to_bytes()}
         if rescore_q is not None:
-            blobs["rescore"] = rescore_q.fit(x).to_bytes()
+            target = x - scan_q.decode(scan_q.encode(x)) if cfg.residual else x
+            blobs["rescore"] = rescore_q.fit(target).to_bytes()
         if cfg.ivf is not None:
             blobs["ivf"] = CoarseQuantizer.train(x, cfg.metric, cfg.ivf).to_bytes()
         return blobs
@@ -313,6 +334,8 @@ class Index:
             extra["norm2"] = np.einsum("ij,ij->i", x, x).astype(np.float32)
         columns = {"scan": self._encode_chunked(self._scan_q, x)}
         if self._rescore_q is not None:
+            if self._config.residual:
+                x = x - self._scan_q.decode(columns["scan"])
             columns["rescore"] = self._encode_chunked(self._rescore_q, x)
         try:
             self._store.write(ids_arr, columns, vectors=None, metadata=metadata, extra=extra or None,
@@ -526,16 +549,89 @@ class Index:
             xw = q.decode_work(np.asarray(seg.column(column)[uniq]))
             qi = np.nonzero(sel)[0]
             dot = rows_dot if qi.size >= 4096 else rows_dot_serial
-            s = dot(qw, qi.astype(np.int64), xw, inv.astype(np.int64).ravel())
-            if self.metric == "l2":
-                s = 2 * s - self._cache(seg).norm2[uniq][inv]
-            scores[sel] = s
+            scores[sel] = dot(qw, qi.astype(np.int64), xw, inv.astype(np.int64).ravel())
         return scores
 
+    def _reconstruction_parts(self) -> list[tuple[Quantizer, str]]:
+        """(quantiser, column) pairs whose decodes sum to the finest stored reconstruction."""
+        if self._rescore_q is None:
+            return [(self._scan_q, "scan")]
+        if self._config.residual:
+            return [(self._rescore_q, "rescore"), (self._scan_q, "scan")]
+        return [(self._rescore_q, "rescore")]
+
     def _rescore(self, snap: Any, xq: np.ndarray, refs: np.ndarray, k: int):
-        q = self._rescore_q if self._rescore_q is not None else self._scan_q
-        column = "rescore" if self._rescore_q is not None else "scan"
-        return _topk_of(self._score_refs(snap, xq, refs, q, column), refs, k)
+        scores = None
+        for q, column in self._reconstruction_parts():
+            part = self._score_refs(snap, xq, refs, q, column)
+            scores = part if scores is None else scores + part
+        if self.metric == "l2":
+            scores = self._l2_ranking(snap, scores, refs)
+        return _topk_of(scores, refs, k)
+
+    def _l2_ranking(self, snap: Any, ip: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        """2⟨q, x⟩ − ‖x‖² (higher = nearer) from inner products and the stored exact norms."""
+        out = np.full(refs.shape, -np.inf, dtype=np.float32)
+        valid = refs >= 0
+        seg_of = np.where(valid, refs >> _SEG_SHIFT, -1)
+        for si in np.unique(seg_of[valid]):
+            sel = seg_of == si
+            out[sel] = 2 * ip[sel] - self._cache(snap.segments[si]).norm2[refs[sel] & _ROW_MASK]
+        return out
+
+    # ------------------------------------------------------------ lookups by id
+    def get_metadata(self, ids: object, columns: list[str] | None = None, *,
+                     missing: Literal["raise", "null"] = "raise") -> Any:
+        """Metadata rows of ``ids`` (a ``pyarrow.Table``, request order), read from one pinned snapshot.
+
+        Parameters
+        ----------
+        columns:
+            Metadata columns to return (``None`` = all; ``[]`` = none, the table then only has a row count).
+            An unknown name raises ``InvalidInput`` listing the columns that exist.
+        missing:
+            ``"raise"`` (default): ids not in the index raise ``UnknownIds``.  ``"null"``: their rows are
+            null, e.g. for search hits deleted between the search and this call.
+        """
+        import pyarrow as pa
+
+        from ..errors import UnknownIds
+        from ..storage.snapshot import as_id_array
+
+        if missing not in ("raise", "null"):
+            raise InvalidInput(f"missing must be 'raise' or 'null', got {missing!r}")
+        q = as_id_array(ids)
+        snap = self._store.snapshot()
+        names = [] if snap.metadata_schema is None else list(snap.metadata_schema.names)
+        cols = names if columns is None else list(columns)
+        unknown = [c for c in cols if c not in names]
+        if unknown:
+            raise InvalidInput(f"unknown metadata column(s) {unknown}; this index has {names}")
+        found = snap.contains(q)
+        if missing == "raise" and not found.all():
+            bad = q[~found]
+            shown = ", ".join(str(int(i)) for i in bad[:10])
+            raise UnknownIds(f"{bad.size} id(s) not found: [{shown}{', ...' if bad.size > 10 else ''}]")
+        if not cols:
+            return pa.table({"_": pa.nulls(q.shape[0])}).select([])
+        table = snap.get(q[found]).metadata.select(cols)
+        if not found.all():
+            pos = np.cumsum(found) - 1
+            table = table.take(pa.array(pos, mask=~found))
+        return table
+
+    def reconstruct(self, ids: object) -> np.ndarray:
+        """Approximate vectors of ``ids`` decoded from the finest stored codes → float32 (n, dim).
+
+        The index keeps codes, not the original floats, so this is ``decode(encode(x))`` of the rescore
+        quantiser (the scan quantiser without one); for ``cosine`` it approximates the unit-norm vector.
+        Raises ``UnknownIds`` for ids not in the index.
+        """
+        rows = self._store.snapshot().get(ids)
+        if rows.ids.size == 0 or self._scan_q is None:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = sum(q.decode(rows.columns[column]) for q, column in self._reconstruction_parts())
+        return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def _topk_of(scores: np.ndarray, refs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -160,10 +160,10 @@ class BinaryScanner(LutScanner):
     def prepare(self, xq: np.ndarray) -> Prepared:
         q = self.q
         qw = q.work_queries(xq)
-        qconst = (qw @ q._c).astype(np.float32)
+        qconst = (qw @ q.centroid).astype(np.float32)
         nwords = (q.nbytes + 7) // 8
         qbytes = np.zeros((qw.shape[0], nwords * 8), dtype=np.uint8)
-        qbytes[:, : q.nbytes] = np.packbits(qw - q._c > 0, axis=1)
+        qbytes[:, : q.nbytes] = np.packbits(qw > 0, axis=1)
         return Prepared(qw, qconst, {"qwords": qbytes.view(np.uint64)})
 
     def row_terms(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,26 +17,35 @@ M    |Λ24(M)| (origin included)   log2
 Code of one 24-D block at R = 24·bits bits (LLVQ-style shape–gain, quantizers.md §3.3c–3.6):
 
 * shape: a nonzero point v of Λ24(M), chosen to maximise the cosine ⟨x, v⟩/‖x‖‖v‖ — an
-  **exact** branch-and-bound search (:func:`vqsearch.kernels.leech.best_direction`);
+  **exact** branch-and-bound search (:func:`vqsearch.kernels.leech.best_direction`), reduced
+  to the primitive point of its ray (collinear v, 2v, 3v ... tie; re-encoding a decoded
+  vector then reproduces its code — codes holding a non-primitive shape, < 10⁻⁶ of the
+  shapes, are valid but never emitted);
 * gain: one of L = ⌊2^R / (|Λ24(M)| − 1)⌋ levels (1-D Lloyd–Max fitted on the training
   blocks' optimal gains ‖x‖·cos), nearest to ‖x‖·cos (optimal for the chosen shape);
 * index: ``(rank(v) − 1)·L + g`` < 2^R, where ``rank`` is the exact ball ranking of
   :mod:`vqsearch.kernels.leech` (origin = rank 0, excluded from the shape codebook).  It is a
   bijection computed from tiny DP count tables, so the codebook is never materialised.
 
-Defaults per rate (measured on N(0,1), see benchmarks/rate_distortion.py):
+Defaults per rate (MSE per scalar on i.i.d. N(0,1), 16 384 blocks, benchmarks/rate_distortion.py;
+D(R) = 2^-2R):
 
-==== ========= ======= ============ ====== ===========================
-bits R / block shells M shape bits    L      MSE on N(0,1) (6k blocks)
-==== ========= ======= ============ ====== ===========================
-1.5  36        6       35.20        1      0.157
-2.0  48        12      46.66        2      0.0770
-3.0  72        45      69.07        7      0.0190
-==== ========= ======= ============ ====== ===========================
+==== ========= ======= ============ ====== ========= =========
+bits R / block shells M shape bits    L      MSE       MSE/D(R)
+==== ========= ======= ============ ====== ========= =========
+1.5  36        6       35.20        1      0.1563    1.251
+2.0  48        12      46.66        2      0.07658   1.225
+3.0  72        45      69.07        7      0.01895   1.213
+==== ========= ======= ============ ====== ========= =========
+
+(LLVQ reports 0.084 for spherical Λ24(13) and 0.078 for shape–gain Λ24(12) + 1 gain bit at 2
+bits; QuIP#'s E8P has 0.0915.)  Spare code space (e.g. 2^36 − |Λ24(6)| at 1.5 bits) is unused.
 
 Other rates 0.75 ≤ bits ≤ 3 with 24·bits an integer are accepted; their default M is the
-largest with L ≥ 6 (an untuned rule); ``shells`` overrides M.  Collinear duplicates (v and 2v
-both in the ball, < 2·10⁻⁷ of the shapes) are kept.
+largest with L ≥ 6 (an untuned rule); ``shells`` overrides M.
+
+Cost (2 cores): encode ≈ 60 µs per block per core at 2 bits (≈ 0.3–0.8 M values/s), ≈ 4× that
+at 3 bits; decode (unrank) 20–100 M values/s.  See benchmarks/bench_leech.py.
 
 Work dimension: the input (after the optional RHT) is zero-padded to a multiple of 24.
 Scale: ``"global"`` divides by the training RMS σ (stored in the state); ``"vector"`` divides
@@ -73,6 +82,10 @@ MAX_SHELLS = 64
 MAX_LEVELS = 4096
 #: Training blocks used to fit the gain levels (seeded subsample).
 FIT_BLOCKS = 4096
+#: Blocks encoded per chunk (bounds the float64 / int64 temporaries to a few tens of MB).
+ENCODE_CHUNK_BLOCKS = 1 << 16
+#: Odd multiplier of the coset extension order (see :func:`extension_rank`).
+EXTEND_MULT = 2731
 #: Probe-radius grouping of the branch and bound: shells k..k' share a probe while
 #: sqrt(k'/k) ≤ 1 + γ/sqrt(M), γ = PROBE_GAMMA[0] for M ≤ 16 else PROBE_GAMMA[1].  Fewer probes
 #: (≈20 µs each) loosen the bounds so more cosets need the exact DP (≈6 µs at M = 12, ≈40 µs at
@@ -89,14 +102,15 @@ def golay_words() -> np.ndarray:
 
 @dataclass(frozen=True)
 class LeechBall:
-    """Ranking and search tables of the ball Λ24(M) (see :mod:`vqsearch.kernels.leech`)."""
+    """Ranking and search tables of Λ24(M) plus shell M + 1 in ``extra`` cosets (see :func:`leech_ball`)."""
 
     shells: int
+    extra: int
     val: np.ndarray
     cost: np.ndarray
     par: np.ndarray
     nval: np.ndarray
-    budget: np.ndarray
+    cbud: np.ndarray  # (8192,) per-coset DP budget
     F: np.ndarray
     offs: np.ndarray
     size: int  # number of points, origin included
@@ -106,7 +120,11 @@ class LeechBall:
 
     @property
     def tables(self) -> tuple[np.ndarray, ...]:
-        return (self.val, self.cost, self.par, self.nval, self.budget)
+        return (self.val, self.cost, self.par, self.nval, self.cbud)
+
+    def shell_limit(self, kappa: int) -> int:
+        """M_κ: coset κ holds its points of squared norm ≤ 2·M_κ (Λ24 units)."""
+        return self.shells + int(extension_rank(kappa) < self.extra)
 
     # --- vectorised helpers (J coordinates, int64) ---------------------------------------
     def rank(self, points: np.ndarray) -> list[int]:
@@ -155,7 +173,7 @@ def _value_lists(shells: int, budget: np.ndarray) -> dict[tuple[int, int], list[
 
 
 def _probe_groups(shells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group consecutive shells under one probe radius (J units) for the branch-and-bound bounds."""
+    """Group consecutive shells 2..shells under one probe radius (J units) for the branch-and-bound bounds."""
     ratio = 1.0 + PROBE_GAMMA[0 if shells <= 16 else 1] / math.sqrt(shells)
     groups, cur = [], [2]
     for k in range(3, shells + 1):
@@ -171,17 +189,28 @@ def _probe_groups(shells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return radii, nlo, nhi
 
 
-@functools.cache
-def leech_ball(shells: int) -> LeechBall:
-    """Build (once per M) the DP count tables of Λ24(M): exact Python-int counts split into 48-bit limbs.
+def _budgets(shells: int) -> tuple[int, int]:
+    """DP budgets of the ball ‖x‖² ≤ 16·shells (J): Σ x²/4 ≤ 4M for m = 0, Σ (x² − 1)/8 ≤ 2M − 3 for m = 1."""
+    return 4 * shells, 2 * shells - 3
 
-    ``F[m, ℓ, n1, b, π]`` counts ℓ coordinates (n1 of Golay type 1) with total unit cost ≤ b
-    and Σz ≡ π; it is built by adding one coordinate at a time (type 0 while any remain).
+
+def extension_rank(kappa: int | np.ndarray) -> int | np.ndarray:
+    """Order in which cosets receive shell M + 1: κ·EXTEND_MULT mod 8192 (a bijection; spreads the
+    extension over both m and all codewords)."""
+    return (kappa * EXTEND_MULT) % 8192
+
+
+@functools.cache
+def _count_tables(top: int) -> tuple:
+    """Value lists and DP counts for budgets up to those of Λ24(top).
+
+    ``F[m, ℓ, n1, b, π]`` counts ℓ coordinates (n1 of Golay type 1) with total unit cost ≤ b and
+    Σz ≡ π, built by adding one coordinate at a time (type 0 while any remain) with exact
+    Python ints, then split into two 48-bit limbs.  Also returns ``full[m, w]``: the exact counts
+    for all 24 coordinates of a codeword of weight w (coset sizes for any budget).
     """
-    if not 2 <= shells <= MAX_SHELLS:
-        raise InvalidSpec(f"leech shells must be in [2, {MAX_SHELLS}], got {shells}")
-    budget = np.array([4 * shells, 2 * shells - 3], dtype=np.int64)
-    lists = _value_lists(shells, budget)
+    budget = _budgets(top)
+    lists = _value_lists(top, np.array(budget))
     nvmax = max(len(v) for v in lists.values())
     val = np.zeros((2, 2, nvmax), dtype=np.int64)
     cost = np.zeros_like(val)
@@ -191,11 +220,10 @@ def leech_ball(shells: int) -> LeechBall:
         nval[m, t] = len(vals)
         for j, (q, x, p) in enumerate(vals):
             val[m, t, j], cost[m, t, j], par[m, t, j] = x, q, p
-    bmax = int(budget.max())
-    F = np.zeros((2, 25, 25, bmax + 1, 2, 2), dtype=np.int64)
+    F = np.zeros((2, 25, 25, max(budget) + 1, 2, 2), dtype=np.int64)
     full: dict[tuple[int, int], np.ndarray] = {}
     for m in range(2):
-        B = int(budget[m])
+        B = budget[m]
         g = {(0, 0): np.zeros((B + 1, 2), dtype=object)}
         g[0, 0][:, 0] = 1
         for ell in range(1, 25):
@@ -210,20 +238,60 @@ def leech_ball(shells: int) -> LeechBall:
         for (ell, n1), arr in g.items():  # object arrays of exact Python ints → two limbs
             F[m, ell, n1, : B + 1, :, 0] = (arr >> kl.LIMB).astype(np.int64)
             F[m, ell, n1, : B + 1, :, 1] = (arr & kl.MASK).astype(np.int64)
-        full[m, 0] = g[24, 0]  # keep the counts needed for the coset sizes
-        for w in (8, 12, 16, 24):
+        for w in (0, 8, 12, 16, 24):
             full[m, w] = g[24, w]
+    for arr in (val, cost, par, nval, F):
+        arr.setflags(write=False)
+    return val, cost, par, nval, F, full
+
+
+def coset_sizes(shells: int) -> list[int]:
+    """Number of points of each coset κ (coset order) in the ball Λ24(shells), exact ints."""
+    _, _, _, _, _, full = _count_tables(shells)
     weights = golay.codewords().sum(axis=1)
+    budget = _budgets(shells)
+    return [int(full[k >> 12, int(weights[k & 4095])][budget[k >> 12], k >> 12]) for k in range(8192)]
+
+
+@functools.cache
+def leech_ball(shells: int, extra: int = 0) -> LeechBall:
+    """Tables of Λ24(M) (M = ``shells``) plus shell M + 1 in the ``extra`` cosets of smallest
+    :func:`extension_rank` (``extra`` = 8192 gives Λ24(M + 1)); built once per (M, extra)."""
+    if not 2 <= shells <= MAX_SHELLS:
+        raise InvalidSpec(f"leech shells must be in [2, {MAX_SHELLS}], got {shells}")
+    if not 0 <= extra <= 8192:
+        raise InvalidSpec(f"leech extension must cover 0..8192 cosets, got {extra}")
+    top = shells + (1 if extra else 0)
+    val, cost, par, nval, F, _ = _count_tables(top)
+    kappas = np.arange(8192)
+    extended = extension_rank(kappas) < extra
+    base, ext = _budgets(shells), _budgets(top)
+    cbud = np.where(extended, np.where(kappas < 4096, ext[0], ext[1]),
+                    np.where(kappas < 4096, base[0], base[1])).astype(np.int64)
+    small, big = coset_sizes(shells), coset_sizes(top)
     offs = np.zeros((8193, 2), dtype=np.int64)
     acc = 0
     for kappa in range(8192):
-        m, u = divmod(kappa, 4096)
         offs[kappa] = (acc >> kl.LIMB, acc & kl.MASK)
-        acc += int(full[m, int(weights[u])][budget[m], m])
+        acc += big[kappa] if extended[kappa] else small[kappa]
     offs[8192] = (acc >> kl.LIMB, acc & kl.MASK)
-    for arr in (val, cost, par, nval, budget, F, offs):
+    for arr in (cbud, offs):
         arr.setflags(write=False)
-    return LeechBall(shells, val, cost, par, nval, budget, F, offs, acc, *_probe_groups(shells))
+    return LeechBall(shells, extra, val, cost, par, nval, cbud, F, offs, acc, *_probe_groups(top))
+
+
+def fill_extension(shells: int, max_shapes: int) -> int:
+    """Largest number of extension cosets keeping |ball| − 1 ≤ ``max_shapes`` (0 if Λ24(M) alone is too big)."""
+    small, big = coset_sizes(shells), coset_sizes(shells + 1)
+    total = sum(small) - 1
+    order = np.argsort(extension_rank(np.arange(8192)))
+    extra = 0
+    for kappa in order:
+        total += big[kappa] - small[kappa]
+        if total > max_shapes:
+            break
+        extra += 1
+    return extra
 
 
 def default_shells(block_bits: int) -> int:
@@ -279,7 +347,7 @@ class Leech(Quantizer):
     bits : float, default 2.0
         Bits per dimension of the lattice code (R = 24·bits per block, excluding the optional
         per-vector scale).  Higher → lower error; encode cost grows with the ball (3 bits is
-        ~4× slower to encode than 2 bits).
+        ~3–4× slower to encode than 2 bits).
     shells : int, default 0
         Ball Λ24(M) of the shape codebook; 0 picks the tuned M for the rate.  Larger M gives
         finer shapes but fewer gain levels L = ⌊2^R/(|Λ24(M)| − 1)⌋ (must be 1..4096).
@@ -320,14 +388,16 @@ class Leech(Quantizer):
         self.scale = check_choice("scale", scale, ("global", "vector"))
         self.block_bits = block_bits
         m = shells or default_shells(block_bits)
-        self.ball = leech_ball(m)
-        self.levels = (1 << block_bits) // (self.ball.size - 1)
+        inner = leech_ball(m).size - 1
+        self.levels = (1 << block_bits) // inner
         if self.levels < 1:
-            raise InvalidSpec(f"leech shells={m} has {self.ball.size - 1} shapes, more than the 2^{block_bits}"
+            raise InvalidSpec(f"leech shells={m} has {inner} shapes, more than the 2^{block_bits}"
                               " codes of a block (choose fewer shells or more bits)")
         if self.levels > MAX_LEVELS:
             raise InvalidSpec(f"leech shells={m} leaves {self.levels} gain levels at {block_bits} bits per block,"
                               f" more than {MAX_LEVELS} (choose more shells)")
+        # Spend the spare codes on part of shell M + 1 (as many whole cosets as fit).
+        self.ball = leech_ball(m, fill_extension(m, (1 << block_bits) // self.levels))
         self.sigma = 1.0
         self.gain_values = np.ones(self.levels)
 
@@ -347,31 +417,35 @@ class Leech(Quantizer):
         return self._byte_off + -(-(self._d_work // BLOCK) * self.block_bits // 8)
 
     # ------------------------------------------------------------------ maths
-    def _normalise(self, xw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Work rows divided by their scale (float64) and the scales as stored (float32 (n,))."""
-        n = xw.shape[0]
+    def _scales(self, xw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row scales as stored (float32 (n,)) and the float64 divisors (0 → 1) for work rows ``xw``."""
         if self.scale == "global":
-            scales = np.full(n, self.sigma, dtype=np.float32)
+            scales = np.full(xw.shape[0], self.sigma, dtype=np.float32)
         else:
             rms = np.sqrt(np.einsum("ij,ij->i", xw, xw, dtype=np.float64) / self._d_real)
             if np.any(rms > np.finfo(np.float16).max):
                 raise InvalidInput("leech scale='vector': a vector's RMS exceeds the float16 range")
             scales = rms.astype(np.float16).astype(np.float32)
-        div = np.where(scales > 0, scales, 1.0).astype(np.float64)
-        return xw.astype(np.float64) / div[:, None], scales
+        return scales, np.where(scales > 0, scales, 1.0).astype(np.float64)
 
     def _search(self, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact best shapes (J points) and their optimal gains ‖x‖·cos for blocks (k, 24) float64."""
         pts, cos = self.ball.best_directions(blocks)
         return pts, np.linalg.norm(blocks, axis=1) * cos
 
     def _fit(self, xw: np.ndarray) -> None:
+        n, nb = xw.shape[0], self._d_work // BLOCK
         sq = float(np.einsum("ij,ij->", xw, xw, dtype=np.float64))
-        self.sigma = math.sqrt(sq / (xw.shape[0] * self._d_real)) or 1.0
-        y, _ = self._normalise(xw)
-        blocks = y.reshape(-1, BLOCK)
-        if blocks.shape[0] > FIT_BLOCKS:
-            pick = np.random.default_rng(self.seed).choice(blocks.shape[0], FIT_BLOCKS, replace=False)
-            blocks = blocks[np.sort(pick)]
+        self.sigma = math.sqrt(sq / (n * self._d_real))
+        if self.sigma == 0.0:
+            log.warning("leech: all-zero training data; using scale 1.0")
+            self.sigma = 1.0
+        pick = np.arange(n * nb)
+        if len(pick) > FIT_BLOCKS:  # seeded subsample of (row, block) pairs
+            pick = np.sort(np.random.default_rng(self.seed).choice(len(pick), FIT_BLOCKS, replace=False))
+        rows, cols = np.unique(pick // nb, return_inverse=True)
+        _, div = self._scales(xw[rows])
+        blocks = xw.reshape(n, nb, BLOCK)[pick // nb, pick % nb].astype(np.float64) / div[cols, None]
         _, gains = self._search(blocks)
         self.gain_values = _lloyd_1d(gains, self.levels)
 
@@ -380,19 +454,22 @@ class Leech(Quantizer):
         return np.searchsorted(mids, gains).astype(np.int64)
 
     def _encode(self, xw: np.ndarray) -> np.ndarray:
-        n = xw.shape[0]
-        y, scales = self._normalise(xw)
-        blocks = y.reshape(-1, BLOCK)
-        pts, gains = self._search(blocks)
-        ranks = np.empty((blocks.shape[0], 2), dtype=np.int64)
-        kl.rank_points(pts, golay_words(), *self.ball.tables, self.ball.F, self.ball.offs, ranks)
-        if np.any(ranks[:, 0] < 0):  # search invariant: every answer is a ball point
-            raise RuntimeError("leech search returned a point outside the ball")
+        n, nb = xw.shape[0], self._d_work // BLOCK
         codes = np.zeros((n, self._code_size()), dtype=np.uint8)
-        if self.scale == "vector":
-            codes[:, :2] = scales.astype("<f2").view(np.uint8).reshape(n, 2)
-        kl.pack_codes(ranks, self._gain_index(gains), self.levels, self.block_bits,
-                      self._d_work // BLOCK, self._byte_off, codes)
+        step = max(1, ENCODE_CHUNK_BLOCKS // nb)  # bounds the float64/int64 temporaries
+        for start in range(0, n, step):
+            part = xw[start:start + step]
+            scales, div = self._scales(part)
+            blocks = (part.astype(np.float64) / div[:, None]).reshape(-1, BLOCK)
+            pts, gains = self._search(blocks)
+            ranks = np.empty((blocks.shape[0], 2), dtype=np.int64)
+            kl.rank_points(pts, golay_words(), *self.ball.tables, self.ball.F, self.ball.offs, ranks)
+            if np.any(ranks[:, 0] < 0):  # search invariant: every answer is a ball point
+                raise RuntimeError("leech search returned a point outside the ball")
+            out = codes[start:start + step]
+            if self.scale == "vector":
+                out[:, :2] = scales.astype("<f2").view(np.uint8).reshape(-1, 2)
+            kl.pack_codes(ranks, self._gain_index(gains), self.levels, self.block_bits, nb, self._byte_off, out)
         return codes
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:

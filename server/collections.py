@@ -1,0 +1,64 @@
+"""``/v1/collections``: create, list, inspect and delete collections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, status
+
+from .auth import AdminAccess, ReadAccess
+from .registry import Collection
+from .schemas import CollectionCreate, CollectionInfo, CollectionList, Deleted, ErrorBody
+from .state import CollectionDep, StateDep
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": desc}
+    for code, desc in ((400, "Invalid input"), (401, "Missing or invalid API key"), (403, "Read-only key"),
+                       (404, "Unknown collection"), (409, "Conflict"), (413, "Body too large"),
+                       (422, "Request validation failed"))}
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERRORS)
+
+
+def collection_info(c: Collection) -> dict[str, Any]:
+    """Settings and statistics of a collection (blocking: reads the manifest directory)."""
+    st = c.index.stats()
+    versions = [{"version": v.version, "timestamp": v.timestamp, "rows": v.rows} for v in c.index.versions()]
+    return {"name": c.name, "dim": st["dim"], "metric": st["metric"], "scan": st["scan"], "rescore": st["rescore"],
+            "ivf": st["ivf"], "embedder": c.embedder_name, "count": st["count"], "bytes": st["bytes"],
+            "bytes_per_vector": st["bytes_per_vector"], "segments": st["segments"], "version": st["version"],
+            "versions": versions, "metadata_columns": list(st["metadata_columns"]), "trained": st["trained"],
+            "created": c.created}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=CollectionInfo, dependencies=[AdminAccess],
+             summary="Create a collection")
+async def create_collection(body: CollectionCreate, state: StateDep) -> dict[str, Any]:
+    """Create an empty collection.  Its quantisers are trained on the first batch of points written."""
+    ivf = body.ivf.model_dump() if body.ivf is not None else None
+    c = await state.admin(lambda: state.registry.create(
+        body.name, dim=body.dim, metric=body.metric, scan=body.scan, rescore=body.rescore, ivf=ivf,
+        oversample=body.oversample, embedder=body.embedder))
+    return await state.read(collection_info, c)
+
+
+@router.get("", response_model=CollectionList, dependencies=[ReadAccess], summary="List collections")
+async def list_collections(state: StateDep) -> dict[str, Any]:
+    """Every collection with its statistics, by name."""
+    def run() -> list[dict[str, Any]]:
+        return [collection_info(c) for c in state.registry.all()]
+    return {"collections": await state.read(run)}
+
+
+@router.get("/{name}", response_model=CollectionInfo, dependencies=[ReadAccess], summary="Get a collection")
+async def get_collection(collection: CollectionDep, state: StateDep) -> dict[str, Any]:
+    """Settings and statistics: count, bytes, segments, retained versions."""
+    return await state.read(collection_info, collection)
+
+
+@router.delete("/{name}", response_model=Deleted, dependencies=[AdminAccess], summary="Delete a collection")
+async def delete_collection(collection: CollectionDep, state: StateDep) -> dict[str, Any]:
+    """Delete a collection and its data.  Searches already running finish on their snapshot."""
+    async with collection.writer:  # wait for the write in progress, if any
+        await state.admin(state.registry.drop, collection.name)
+    return {"deleted": collection.name}

@@ -1,0 +1,267 @@
+"""``/v1/models``: compressed models (``vqsearch.weights``) served from ``settings.models_dir``.
+
+* ``GET /v1/models`` — every subdirectory of ``models_dir`` holding a ``manifest.json``.
+* ``GET /v1/models/{model}`` — the model's manifest (ETag = SHA-256 of the manifest file).
+* ``GET /v1/models/{model}/tensors/{name}?encoding=float32|float16|codes&container=npy|safetensors``
+  — one tensor, streamed: decoded as ``.npy`` (default) or as a one-tensor safetensors file, or
+  ``encoding=codes``: the tensor's raw Arrow record (its compressed arrays plus metadata) as a
+  standalone Arrow IPC stream.
+* ``GET|HEAD /v1/models/{model}/shards/{file}`` — a shard file as stored.
+
+Every response carries a strong ETag derived from the stored checksums and answers
+``If-None-Match`` with 304.  ``Range: bytes=…`` (one range; suffix and open ranges too, with
+``If-Range``) is honoured with 206 / 416 on shard files and on tensor bodies, so clients can
+resume downloads or fetch a tensor's byte range given in the manifest.  Auth: any valid key
+(read access), as for reading collections.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from ..errors import InvalidInput, NotFound
+from ..weights import WeightsArchive, load
+from ..weights.shards import MANIFEST
+from .auth import ReadAccess
+from .collections import ERRORS
+from .errors import error_response
+from .state import StateDep
+
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
+
+CHUNK = 1 << 20
+NPY = "application/x-npy"
+ARROW = "application/vnd.apache.arrow.stream"
+OCTET = "application/octet-stream"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class ModelStore:
+    """Opens each compressed model of ``root`` once (reopened when its manifest changes)."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self._open: dict[str, tuple[float, WeightsArchive]] = {}
+        self._lock = threading.Lock()
+
+    def _dir(self, name: str) -> Path:
+        if self.root is None:
+            raise NotFound("no models directory is configured (set VQSEARCH_MODELS_DIR)")
+        if not _NAME.match(name):
+            raise NotFound(f"model {name!r} not found")
+        path = self.root / name
+        if not (path / MANIFEST).is_file():
+            raise NotFound(f"model {name!r} not found")
+        return path
+
+    def names(self) -> list[str]:
+        if self.root is None or not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if _NAME.match(p.name) and (p / MANIFEST).is_file())
+
+    def get(self, name: str) -> WeightsArchive:
+        path = self._dir(name)
+        mtime = (path / MANIFEST).stat().st_mtime_ns
+        with self._lock:
+            hit = self._open.get(name)
+            if hit is not None and hit[0] == mtime:
+                return hit[1]
+            archive = load(path)
+            self._open[name] = (mtime, archive)
+            return archive
+
+    def manifest_bytes(self, name: str) -> bytes:
+        return (self._dir(name) / MANIFEST).read_bytes()
+
+
+def _store(request: Request) -> ModelStore:
+    app_state = request.app.state
+    store = getattr(app_state, "vq_models", None)
+    if store is None:
+        store = ModelStore(request.app.state.vq.settings.models_dir)
+        app_state.vq_models = store
+    return store
+
+
+# ----------------------------------------------------------------------------- HTTP helpers
+def _not_modified(request: Request, etag: str) -> bool:
+    inm = request.headers.get("if-none-match")
+    if not inm:
+        return False
+    tags = [t.strip() for t in inm.split(",")]
+    return "*" in tags or etag in tags or f"W/{etag}" in tags
+
+
+def _parse_range(request: Request, size: int, etag: str) -> tuple[int, int] | None | Literal["bad"]:
+    """The single byte range [start, end) requested, None for the whole body, "bad" if unsatisfiable."""
+    header = request.headers.get("range")
+    if not header:
+        return None
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        return None  # the client's copy is stale: send everything
+    m = _RANGE.match(header.strip().replace(" ", ""))
+    if m is None:
+        return None  # multiple or non-byte ranges: RFC 9110 lets us ignore Range
+    first, last = m.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":
+        n = int(last)
+        if n == 0:
+            return "bad"
+        return (max(0, size - n), size)
+    start = int(first)
+    end = size if last == "" else min(size, int(last) + 1)
+    if start >= size or end <= start:
+        return "bad"
+    return (start, end)
+
+
+def _ranged(request: Request, size: int, etag: str, media_type: str,
+            read: Any, extra: dict[str, str] | None = None, head: bool = False) -> Response:
+    """200 / 206 / 304 / 416 response over a body of ``size`` bytes produced by ``read(start, end)``."""
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", **(extra or {})}
+    if _not_modified(request, etag):
+        return Response(status_code=304, headers=headers)
+    rng = _parse_range(request, size, etag)
+    if rng == "bad":
+        return error_response(416, "range_not_satisfiable", f"requested range is outside the {size}-byte body",
+                              headers={"Content-Range": f"bytes */{size}", **headers})
+    status, (start, end) = (200, (0, size)) if rng is None else (206, rng)
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    if head:
+        return Response(status_code=status, headers=headers, media_type=media_type)
+
+    def body() -> Iterator[bytes]:
+        for s in range(start, end, CHUNK):
+            yield read(s, min(end, s + CHUNK))
+
+    return StreamingResponse(body(), status_code=status, headers=headers, media_type=media_type)
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _safetensors_bytes(name: str, arr: np.ndarray) -> bytes:
+    tags = {"<f4": "F32", "<f2": "F16", "<i8": "I64", "<i4": "I32", "<i2": "I16", "|i1": "I8", "|u1": "U8",
+            "<u2": "U16", "<u4": "U32", "<u8": "U64", "|b1": "BOOL", "<f8": "F64"}
+    a = np.ascontiguousarray(arr)
+    a = a.astype(a.dtype.newbyteorder("<"), copy=False)
+    if a.dtype.str not in tags:
+        raise InvalidInput(f"cannot write dtype {a.dtype} as safetensors")
+    raw = a.tobytes()
+    header = json.dumps({name: {"dtype": tags[a.dtype.str], "shape": list(a.shape),
+                                "data_offsets": [0, len(raw)]}}, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + raw
+
+
+# ----------------------------------------------------------------------------- endpoints
+def _summary(store: ModelStore, name: str) -> dict[str, Any]:
+    archive = store.get(name)
+    tot = archive.manifest["totals"]
+    return {"name": name, "tensors": len(archive), "params": tot["params"],
+            "bits_per_param": tot["bits_per_param"], "bytes": tot["bytes_on_disk"],
+            "shards": [s["file"] for s in archive.manifest["shards"]]}
+
+
+@router.get("", dependencies=[ReadAccess], summary="List compressed models")
+async def list_models(request: Request, state: StateDep) -> dict[str, Any]:
+    """Every compressed model in the models directory, with size and average bits per parameter."""
+    store = _store(request)
+
+    def run() -> list[dict[str, Any]]:
+        return [_summary(store, n) for n in store.names()]
+
+    return {"models": await state.read(run)}
+
+
+@router.get("/{model}", dependencies=[ReadAccess], summary="Get a model's manifest")
+async def get_model(model: str, request: Request, state: StateDep) -> Response:
+    """The manifest: tensors (name, shape, dtype, format, params, shard, byte range, SHA-256, bits,
+    SQNR, statistics), shards (file, bytes, SHA-256), the allocation and the totals."""
+    store = _store(request)
+    raw = await state.read(store.manifest_bytes, model)
+    etag = f'"{hashlib.sha256(raw).hexdigest()[:40]}"'
+    if _not_modified(request, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    return JSONResponse(json.loads(raw), headers={"ETag": etag})
+
+
+@router.get("/{model}/tensors/{name:path}", dependencies=[ReadAccess], summary="Download one tensor",
+            responses={200: {"content": {NPY: {}, OCTET: {}, ARROW: {}},
+                             "description": "The tensor (npy / safetensors) or its Arrow record."}})
+async def get_tensor(
+    model: str,
+    name: str,
+    request: Request,
+    state: StateDep,
+    encoding: Literal["float32", "float16", "codes"] = Query("float32", description="Decoded dtype, or the codes."),
+    container: Literal["npy", "safetensors"] = Query("npy", description="File format of decoded tensors."),
+) -> Response:
+    """Decoded tensors are produced on request (float32 or float16; integer buffers keep their
+    dtype); ``codes`` returns the stored record unchanged.  Supports ETag and Range."""
+    store = _store(request)
+    archive = await state.read(store.get, model)
+    entry = archive.entry(name)
+    etag = f'"{entry["sha256"][:40]}-{encoding}-{container if encoding != "codes" else "arrow"}"'
+    if _not_modified(request, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    if encoding == "codes":
+        body = b"".join(await state.read(lambda: list(archive.record_stream(name))))
+        media, ext = ARROW, "arrows"
+    else:
+        def decode() -> bytes:
+            arr = archive[name]
+            if arr.dtype.kind == "f":
+                arr = arr.astype(np.float16 if encoding == "float16" else np.float32)
+            return _npy_bytes(arr) if container == "npy" else _safetensors_bytes(name, arr)
+
+        body = await state.read(decode)
+        media, ext = (NPY, "npy") if container == "npy" else (OCTET, "safetensors")
+    disposition = {"Content-Disposition": f'attachment; filename="{filename}.{ext}"'}
+    return _ranged(request, len(body), etag, media, lambda s, e: body[s:e], disposition)
+
+
+async def _shard(model: str, file: str, request: Request, state: StateDep, head: bool) -> Response:
+    store = _store(request)
+    archive = await state.read(store.get, model)
+    rel = f"shards/{file}"
+    meta = next((s for s in archive.manifest["shards"] if s["file"] == rel), None)
+    if meta is None:
+        raise NotFound(f"model {model!r} has no shard {file!r}")
+    reader = await state.read(archive.shard, rel)
+    etag = f'"{meta["sha256"][:40]}"'
+    return _ranged(request, reader.size, etag, ARROW, lambda s, e: reader.raw(s, e - s).tobytes(), head=head)
+
+
+@router.get("/{model}/shards/{file}", dependencies=[ReadAccess], summary="Download a shard file",
+            responses={200: {"content": {ARROW: {}}}, 206: {"description": "Partial content (Range)"}})
+async def get_shard(model: str, file: str, request: Request, state: StateDep) -> Response:
+    """A shard as stored (Arrow IPC stream), with ETag (its SHA-256) and byte ranges."""
+    return await _shard(model, file, request, state, head=False)
+
+
+@router.head("/{model}/shards/{file}", dependencies=[ReadAccess], summary="Shard size and ETag")
+async def head_shard(model: str, file: str, request: Request, state: StateDep) -> Response:
+    """Headers of :func:`get_shard` (Content-Length, ETag, Accept-Ranges) without the body."""
+    return await _shard(model, file, request, state, head=True)
