@@ -360,8 +360,9 @@ def best_direction(x, cw, val, cost, par, nval, cbud, climit, radii, nlo, nhi, o
     (:func:`_probe_bounds` skips cosets that cannot beat it), then solve the remaining flagged
     cosets in decreasing bound order until the next bound is ≤ the best cosine (+
     ``PRUNE_SLACK``).  Every coset left unsolved has all its bounds ≤ the final best, so the
-    result is the exact optimum.  Writes the point (int64 J coordinates) to ``out``; returns
-    (cosine, cosets solved).  ``x`` must be nonzero.
+    result is the exact optimum.  ``cbud`` (int64 (8192,)) are the coset budgets and ``climit``
+    (float64 (8192,)) the matching J-norm limits 16·M_κ.  Writes the point (int64 J
+    coordinates) to ``out``; returns (cosine, cosets solved).  ``x`` must be nonzero.
     """
     nrm = 0.0
     for i in range(24):

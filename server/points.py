@@ -113,8 +113,7 @@ async def upsert_points(request: Request, collection: CollectionDep, state: Stat
         body = parse_json_body(await request.body(), PointsUpsert)
         ids = np.asarray(body.ids, dtype=np.uint64)
         if body.texts is not None:
-            data: Any = list(body.texts)
-            collection.embedder()  # fail fast (400) before embedding on a collection without embedder
+            data: Any = list(body.texts)  # embedded in a worker thread (400 there if there is no embedder)
         else:
             data = vectors_from_json(collection, body.vectors or [])
         return await _upsert(state, collection, ids, data, body.metadata)

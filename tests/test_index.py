@@ -169,3 +169,38 @@ def test_reopen_gives_identical_results(data, tmp_path):
     np.testing.assert_array_equal(d1, d2)
     with Index.open(path, version=v[-2].version) as old:
         assert len(old) == 3000
+
+
+def test_presets_and_automatic_ivf():
+    small = Index.create(None, dim=16)
+    small.add(clustered(500, 16, seed=3))
+    assert small.config.ivf.nlist == 1 and small.config.ivf.nprobe == 1  # below auto_min_vectors: flat
+    big = Index.create(None, dim=16, preset="compact", ivf={"auto_min_vectors": 1000})
+    big.add(clustered(4000, 16, seed=4))
+    assert big.config.ivf.nlist == 256 and big.config.ivf.nprobe == 64  # 4·√4000 ≈ 253 → 256 lists
+    assert big.config.rescore.startswith("e8:") and big.config.residual
+    again = Index.open(big.path, read_only=True)
+    assert again.config == big.config
+    with pytest.raises(errors.InvalidInput, match="preset must be one of"):
+        Index.create(None, dim=16, preset="fastest")
+
+
+@pytest.mark.parametrize("scan", ["pq:m=12,nbits=4", "pq:m=13,nbits=4", "pq:m=8,nbits=8", "opq:m=12,nbits=4",
+                                  "ternary", "ternary:packing=base3", "sq4", "e8p"])
+def test_scan_estimates_match_quantiser(scan, data):
+    """Each scanner's first-stage scores equal the quantiser's own estimate_ip (the reference)."""
+    from vqsearch.index.scanners import scanner_for
+
+    xb, xq = data
+    idx = Index.create(None, dim=48, scan=scan, rescore=None, ivf=None)
+    idx.add(xb[:2000])
+    scores, ids = idx.search(xq[:7], k=20)
+    q = idx._scan_q
+    snap = idx._store.snapshot()
+    codes = snap.segments[0].column("scan")
+    qn = xq[:7] / np.linalg.norm(xq[:7], axis=1, keepdims=True)
+    ref = q.estimate_ip(qn, codes)
+    rows = snap.segments[0].find(ids.astype(np.uint64).ravel()).reshape(ids.shape)
+    np.testing.assert_allclose(scores, np.take_along_axis(ref, rows, axis=1), rtol=1e-4, atol=1e-4)
+    assert np.all(np.take_along_axis(ref, rows, axis=1)[:, -1] >= np.sort(ref, axis=1)[:, -20] - 1e-4)
+    assert type(scanner_for(q)).__name__ != "DecodeScanner" or scan in ("ternary:packing=base3", "sq4", "e8p")

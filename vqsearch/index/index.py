@@ -16,7 +16,7 @@ import math
 import shutil
 import tempfile
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import quantizers
 from .._validation import as_float_matrix
-from ..errors import EmptyInput, InvalidInput, InvalidSpec
+from ..errors import EmptyInput, InvalidInput
 from ..kernels.topk import merge_topk, rows_dot, rows_dot_serial
 from ..quantizers.base import Quantizer
 from .ivf import CoarseQuantizer, IVFConfig
@@ -36,10 +36,21 @@ MetricLike = Literal["cosine", "ip", "l2"]
 METRICS = ("cosine", "ip", "l2")
 FORMAT_VERSION = 1
 
-#: Defaults chosen from ``benchmarks/search.py`` on the shared Debian-MiniLM set (see README).
-DEFAULT_SCAN = "binary"
-DEFAULT_RESCORE = "sq8"
-DEFAULT_OVERSAMPLE = 10
+#: Named settings for :meth:`Index.create`, chosen from ``benchmarks/search.py`` on the shared
+#: Debian-MiniLM set (numbers in benchmarks/RESULTS.md).  Explicit arguments override a preset.
+PRESETS: dict[str, dict[str, Any]] = {
+    # ~250 bytes/vector: sign bits (RaBitQ) scan, residual 4-bit rescoring; recall@10 ≥ 0.95.
+    "default": {"scan": "binary", "rescore": "sq4", "ivf": "auto", "oversample": 10, "residual": True},
+    # ~140 bytes/vector: residual 1.75-bit E8 lattice codes; keeps label@10 within ~0.01 of exact search.
+    "compact": {"scan": "binary", "rescore": "e8:bits=1.75,rht=true,scale=vector", "ivf": "auto",
+                "oversample": 10, "residual": True},
+    # ~824 bytes/vector: float16 rescoring, recall@10 ≈ 0.99.
+    "accurate": {"scan": "binary", "rescore": "float16", "ivf": "auto", "oversample": 10, "residual": False},
+}
+DEFAULT_SCAN = PRESETS["default"]["scan"]
+DEFAULT_RESCORE = PRESETS["default"]["rescore"]
+DEFAULT_OVERSAMPLE = PRESETS["default"]["oversample"]
+_UNSET: Any = object()
 #: Rows are encoded and written in chunks of this many vectors.
 WRITE_CHUNK = 65_536
 #: A filter that keeps at most this many rows is answered by exact rescoring of those rows.
@@ -119,11 +130,12 @@ class Index:
         *,
         dim: int,
         metric: MetricLike = "cosine",
-        scan: str = DEFAULT_SCAN,
-        rescore: str | None = DEFAULT_RESCORE,
-        ivf: IVFConfig | dict | None = None,
-        oversample: int = DEFAULT_OVERSAMPLE,
-        residual: bool = True,
+        preset: str = "default",
+        scan: str = _UNSET,
+        rescore: str | None = _UNSET,
+        ivf: IVFConfig | dict | str | None = _UNSET,
+        oversample: int = _UNSET,
+        residual: bool = _UNSET,
     ) -> Index:
         """Create an empty index at ``path`` (a new directory; ``None`` = a temporary one).
 
@@ -134,13 +146,17 @@ class Index:
         metric:
             ``"cosine"`` (vectors and queries are L2-normalised; scores are cosines, higher is better),
             ``"ip"`` (raw inner product) or ``"l2"`` (squared Euclidean distance, lower is better).
+        preset:
+            Named defaults for the arguments below (:data:`PRESETS`): ``"default"``, ``"compact"`` or
+            ``"accurate"``.  Any argument given explicitly wins over the preset.
         scan:
             Quantiser spec of the first-stage codes (``"binary"``, ``"ternary"``, ``"pq:m=96,nbits=4"``, ...).
         rescore:
             Quantiser spec of the rescoring codes (``"sq8"``, ``"e8p:bits=4"``, ``"float16"``...) or ``None``
             to rank by the scan estimate alone.
         ivf:
-            ``None`` for a flat scan, or IVF options such as ``{"nlist": 1024, "nprobe": 32}``.
+            ``None`` for a flat scan, IVF options such as ``{"nlist": 1024, "nprobe": 256}``, or ``"auto"``
+            (the list count follows the size of the first batch; a single list — a flat scan — below 20,000).
         oversample:
             Default candidates per result kept by the scan for rescoring (``k × oversample``).
         residual:
@@ -152,6 +168,11 @@ class Index:
 
         if not isinstance(dim, (int, np.integer)) or dim < 1:
             raise InvalidInput(f"dim must be a positive integer, got {dim!r}")
+        if preset not in PRESETS:
+            raise InvalidInput(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        given = {"scan": scan, "rescore": rescore, "ivf": ivf, "oversample": oversample, "residual": residual}
+        chosen = {k: (PRESETS[preset][k] if v is _UNSET else v) for k, v in given.items()}
+        scan, rescore, ivf, oversample, residual = (chosen[k] for k in given)
         cfg = IndexConfig(dim=int(dim), metric=_normalize_metric(metric), scan=scan, rescore=rescore,
                           ivf=IVFConfig.from_any(ivf), oversample=int(oversample),
                           residual=bool(residual) and rescore is not None)
@@ -160,8 +181,6 @@ class Index:
         # Validate the specs now, so that a typo fails at create time and not at the first add.
         scan_q = quantizers.get(scan)
         rescore_q = quantizers.get(rescore) if rescore else None
-        if cfg.ivf is not None and not scanner_for(scan_q).lut_scan:
-            raise InvalidSpec(f"IVF needs a lookup-table scan quantiser; {scan!r} has none")
         tmpdir = None
         if path is None:
             tmpdir = tempfile.mkdtemp(prefix="vqsearch-")
@@ -261,7 +280,9 @@ class Index:
         if self.is_trained:
             raise InvalidInput("index is already trained; quantisers are frozen once codes exist")
         x = self._prepare(as_float_matrix(x, d=self.dim, name="training vectors", allow_empty=False))
-        self._store.set_config(blobs=self._fit(x))
+        blobs, cfg = self._fit(x)
+        self._store.set_config(config=cfg.to_json(), blobs=blobs)
+        self._config = cfg
         self._load_trained()
         return self
 
@@ -277,11 +298,15 @@ class Index:
             return quantizers.get(cfg.rescore, seed=int(scan_seed) + 1)
         return quantizers.get(cfg.rescore)
 
-    def _fit(self, x: np.ndarray) -> dict[str, bytes]:
-        """Fitted quantiser states (blobs) for prepared training vectors."""
+    def _fit(self, x: np.ndarray) -> tuple[dict[str, bytes], IndexConfig]:
+        """Fitted quantiser states (blobs) for prepared training vectors, and the config with automatic
+        settings (IVF list count) resolved for them."""
+        n_train = x.shape[0]
         if x.shape[0] > TRAIN_MAX:
             x = x[np.sort(np.random.default_rng(0).choice(x.shape[0], TRAIN_MAX, replace=False))]
         cfg = self._config
+        if cfg.ivf is not None:
+            cfg = replace(cfg, ivf=cfg.ivf.resolved(n_train))
         scan_q = quantizers.get(cfg.scan)
         rescore_q = self._rescore_quantizer() if cfg.rescore else None
         for q in (scan_q, rescore_q):
@@ -294,7 +319,7 @@ class Index:
             blobs["rescore"] = rescore_q.fit(target).to_bytes()
         if cfg.ivf is not None:
             blobs["ivf"] = CoarseQuantizer.train(x, cfg.metric, cfg.ivf).to_bytes()
-        return blobs
+        return blobs, cfg
 
     # ------------------------------------------------------------ writes
     def _ids_array(self, ids: object, n: int | None = None) -> np.ndarray:
@@ -323,9 +348,11 @@ class Index:
         if np.unique(ids_arr).shape[0] != n:
             raise InvalidInput("duplicate ids in one batch")
         x = self._prepare(x)
-        blobs = None
+        blobs = new_cfg = None
+        old_cfg = self._config
         if not self.is_trained:  # train on this batch; the states are committed with its rows
-            blobs = self._fit(x)
+            blobs, new_cfg = self._fit(x)
+            self._config = new_cfg
             self._apply_blobs(blobs)
         extra: dict[str, np.ndarray] = {}
         if self._ivf is not None:  # the store keeps each segment's rows grouped by list
@@ -339,10 +366,11 @@ class Index:
             columns["rescore"] = self._encode_chunked(self._rescore_q, x)
         try:
             self._store.write(ids_arr, columns, vectors=None, metadata=metadata, extra=extra or None,
-                              upsert=upsert, blobs=blobs)
+                              upsert=upsert, blobs=blobs, config=None if new_cfg is None else new_cfg.to_json())
         except Exception:
             if blobs is not None:  # nothing was committed: forget the trained state
                 self._scan_q = self._rescore_q = self._ivf = self._scanner = None
+                self._config = old_cfg
             raise
         self._next_id = max(self._next_id or 0, int(ids_arr.max()) + 1)
         return ids_arr

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,9 +28,12 @@ class IVFConfig:
     Parameters
     ----------
     nlist:
-        Number of lists (k-means centroids). Rule of thumb: 4·√n to 16·√n for n vectors.
+        Number of lists (k-means centroids); ``0`` = automatic: chosen from the training sample (the first
+        batch) as the power of two nearest 4·√n, or 1 (a flat scan) below ``auto_min_vectors`` vectors.
     nprobe:
         Default lists scanned per query (per-call ``nprobe`` overrides it). More = higher recall, slower.
+        ``0`` = automatic: a quarter of the lists (measured on Debian-MiniLM, whose queries are worded unlike
+        its corpus, 25 % of the lists hold 98.5 % of the true top-10; tighter data needs fewer).
     hnsw:
         Probe centroids with an hnswlib graph: ``"auto"`` (when nlist ≥ ``hnsw_min_nlist``), ``True``, ``False``.
     hnsw_min_nlist:
@@ -40,26 +44,37 @@ class IVFConfig:
         k-means iterations.
     """
 
-    nlist: int = 1024
-    nprobe: int = 32
+    nlist: int = 0
+    nprobe: int = 0
     hnsw: bool | str = "auto"
     hnsw_min_nlist: int = 4096
     train_size: int = 262_144
     niter: int = 20
     seed: int = 0
+    auto_min_vectors: int = 20_000
 
     def __post_init__(self) -> None:
-        if not 1 <= self.nlist <= 1 << 20:
-            raise InvalidInput(f"ivf nlist must be in [1, 2^20], got {self.nlist}")
-        if self.nprobe < 1:
-            raise InvalidInput(f"ivf nprobe must be >= 1, got {self.nprobe}")
+        if not 0 <= self.nlist <= 1 << 20:
+            raise InvalidInput(f"ivf nlist must be in [0 (auto), 2^20], got {self.nlist}")
+        if self.nprobe < 0:
+            raise InvalidInput(f"ivf nprobe must be >= 0 (0 = auto), got {self.nprobe}")
         if self.hnsw not in (True, False, "auto"):
             raise InvalidInput(f"ivf hnsw must be true, false or 'auto', got {self.hnsw!r}")
 
+    def resolved(self, n_train: int) -> IVFConfig:
+        """A copy with automatic ``nlist``/``nprobe`` fixed for a training sample of ``n_train`` vectors."""
+        nlist = self.nlist
+        if nlist == 0:
+            nlist = 1 if n_train < self.auto_min_vectors else 1 << int(round(math.log2(4 * math.sqrt(n_train))))
+        nprobe = self.nprobe or max(1, nlist // 4)
+        return replace(self, nlist=nlist, nprobe=nprobe)
+
     @classmethod
-    def from_any(cls, value: IVFConfig | dict | None) -> IVFConfig | None:
+    def from_any(cls, value: IVFConfig | dict | str | None) -> IVFConfig | None:
         if value is None or isinstance(value, IVFConfig):
             return value
+        if value == "auto":
+            return cls()
         if not isinstance(value, dict):
             raise InvalidInput(f"ivf must be a dict like {{'nlist': 1024}}, got {type(value).__name__}")
         unknown = set(value) - set(cls.__dataclass_fields__)

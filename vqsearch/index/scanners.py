@@ -73,8 +73,6 @@ class Prepared:
 class Scanner:
     """Common interface; see the module docstring."""
 
-    lut_scan = True
-
     def __init__(self, q: Quantizer) -> None:
         self.q = q
 
@@ -119,9 +117,12 @@ class LutScanner(Scanner):
 
 
 class DecodeScanner(Scanner):
-    """Fallback: ⟨q, decode(code)⟩ through the quantiser's ``estimate_ip``, in blocks, flat only."""
+    """Fallback: ⟨q, decode(code)⟩ through the quantiser's ``estimate_ip``, in blocks.
 
-    lut_scan = False
+    It scans every row of the segment whatever the IVF ranges say (a superset of the probed lists, so
+    results are never worse), because per-query row sets do not batch into one matrix product.
+    """
+
     block = 16_384
 
     def prepare(self, xq: np.ndarray) -> Prepared:
@@ -188,7 +189,45 @@ class BinaryScanner(LutScanner):
                                    row_b, (scale * prep.qconst).astype(np.float32), ranges, live, m, kk)
 
 
-_SCANNERS: dict[str, Callable[[Quantizer], Scanner]] = {"binary": BinaryScanner}
+class PQScanner(LutScanner):
+    """Asymmetric distance computation for ``pq``/``opq``: ⟨q, x⟩ = Σ_p ⟨q_p, C_p[code_p]⟩.
+
+    8-bit codes use the per-sub-quantiser tables directly; 4-bit codes (two per byte) use one 256-entry
+    table per byte that adds the two sub-quantisers' entries, so every code byte costs one lookup.
+    """
+
+    def prepare(self, xq: np.ndarray) -> Prepared:
+        q = self.q
+        lut = q.lut(xq, "ip")  # (nq, M, K); PQ applies its own rotation to input-domain queries
+        if q.nbits == 4:
+            nq, m, _ = lut.shape
+            if m % 2:
+                lut = np.concatenate([lut, np.zeros((nq, 1, 16), np.float32)], axis=1)
+            low, high = lut[:, 0::2, :], lut[:, 1::2, :]  # byte = low nibble | high nibble << 4
+            lut = (low[:, :, None, :] + high[:, :, :, None]).reshape(nq, lut.shape[1] // 2, 256)
+        return Prepared(xq, np.zeros(xq.shape[0], np.float32),
+                        {"tables": np.ascontiguousarray(lut, dtype=np.float32)})
+
+
+class TernaryScanner(LutScanner):
+    """``ternary`` bitplane codes: ⟨q, α·t⟩ = α · (Σ_{t_i=+1} q_i − Σ_{t_i=−1} q_i), one table per plane byte."""
+
+    def tables(self, qw: np.ndarray) -> np.ndarray:
+        nb = self.q.nbytes
+        plus = bit_tables(qw, nb)
+        return np.ascontiguousarray(np.concatenate([plus, -plus], axis=1), dtype=np.float32)
+
+    def row_terms(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return EMPTY_F32, np.ascontiguousarray(self.q.scales(np.asarray(codes)), dtype=np.float32)
+
+
+def _ternary_scanner(q: Quantizer) -> Scanner:
+    return TernaryScanner(q) if q.packing == "bitplanes" else DecodeScanner(q)
+
+
+_SCANNERS: dict[str, Callable[[Quantizer], Scanner]] = {
+    "binary": BinaryScanner, "pq": PQScanner, "opq": PQScanner, "ternary": _ternary_scanner,
+}
 
 
 def register_scanner(name: str, factory: Callable[[Quantizer], Scanner]) -> None:

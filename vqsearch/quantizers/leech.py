@@ -16,36 +16,41 @@ M    |Λ24(M)| (origin included)   log2
 
 Code of one 24-D block at R = 24·bits bits (LLVQ-style shape–gain, quantizers.md §3.3c–3.6):
 
-* shape: a nonzero point v of Λ24(M), chosen to maximise the cosine ⟨x, v⟩/‖x‖‖v‖ — an
-  **exact** branch-and-bound search (:func:`vqsearch.kernels.leech.best_direction`), reduced
-  to the primitive point of its ray (collinear v, 2v, 3v ... tie; re-encoding a decoded
-  vector then reproduces its code — codes holding a non-primitive shape, < 10⁻⁶ of the
-  shapes, are valid but never emitted);
+* shape codebook: the nonzero points of Λ24(M) plus, to use the spare codes, the shell-(M+1)
+  points of the first K cosets in the fixed order :func:`extension_rank` (K as large as fits;
+  every coset κ thus has a norm limit 2·M_κ, M_κ ∈ {M, M + 1});
+* shape: the codebook point v maximising the cosine ⟨x, v⟩/‖x‖‖v‖ — an **exact**
+  branch-and-bound search (:func:`vqsearch.kernels.leech.best_direction`), reduced to the
+  primitive point of its ray (collinear v, 2v, 3v ... tie; re-encoding a decoded vector then
+  reproduces its code — codes holding a non-primitive shape, < 10⁻⁶ of the shapes, are valid
+  but never emitted);
 * gain: one of L = ⌊2^R / (|Λ24(M)| − 1)⌋ levels (1-D Lloyd–Max fitted on the training
   blocks' optimal gains ‖x‖·cos), nearest to ‖x‖·cos (optimal for the chosen shape);
-* index: ``(rank(v) − 1)·L + g`` < 2^R, where ``rank`` is the exact ball ranking of
-  :mod:`vqsearch.kernels.leech` (origin = rank 0, excluded from the shape codebook).  It is a
-  bijection computed from tiny DP count tables, so the codebook is never materialised.
+* index: ``(rank(v) − 1)·L + g`` < 2^R, where ``rank`` is the exact ranking of the codebook
+  (:mod:`vqsearch.kernels.leech`; origin = rank 0, not a shape).  It is a bijection computed
+  from small DP count tables, so the codebook is never materialised.
 
 Defaults per rate (MSE per scalar on i.i.d. N(0,1), 16 384 blocks, benchmarks/rate_distortion.py;
 D(R) = 2^-2R):
 
-==== ========= ======= ============ ====== ========= =========
-bits R / block shells M shape bits    L      MSE       MSE/D(R)
-==== ========= ======= ============ ====== ========= =========
-1.5  36        6       35.20        1      0.1563    1.251
-2.0  48        12      46.66        2      0.07658   1.225
-3.0  72        45      69.07        7      0.01895   1.213
-==== ========= ======= ============ ====== ========= =========
+==== ========= ======= ====== ============ ====== ========= =========
+bits R / block shells M K      log2 shapes   L      MSE       MSE/D(R)
+==== ========= ======= ====== ============ ====== ========= =========
+1.5  36        6       1279   36.00        1      0.1505    1.204
+2.0  48        12      1433   47.00        2      0.07527   1.204
+3.0  72        45      2390   69.19        7      0.01883   1.205
+==== ========= ======= ====== ============ ====== ========= =========
 
 (LLVQ reports 0.084 for spherical Λ24(13) and 0.078 for shape–gain Λ24(12) + 1 gain bit at 2
-bits; QuIP#'s E8P has 0.0915.)  Spare code space (e.g. 2^36 − |Λ24(6)| at 1.5 bits) is unused.
+bits; QuIP#'s E8P has 0.0915.  Without the shell-(M+1) extension the MSEs are 0.1563,
+0.07658 and 0.01895.)
 
 Other rates 0.75 ≤ bits ≤ 3 with 24·bits an integer are accepted; their default M is the
 largest with L ≥ 6 (an untuned rule); ``shells`` overrides M.
 
-Cost (2 cores): encode ≈ 60 µs per block per core at 2 bits (≈ 0.3–0.8 M values/s), ≈ 4× that
-at 3 bits; decode (unrank) 20–100 M values/s.  See benchmarks/bench_leech.py.
+Cost per core (single-thread CPU time, this machine): exact search 60 / 82 / 220 µs per block at
+1.5 / 2 / 3 bits (≈ 0.4 / 0.3 / 0.11 M values/s), unranking 77 / 57 / 48 M values/s; both are
+parallel over blocks / rows.  See benchmarks/bench_leech.py.
 
 Work dimension: the input (after the optional RHT) is zero-padded to a multiple of 24.
 Scale: ``"global"`` divides by the training RMS σ (stored in the state); ``"vector"`` divides
@@ -347,7 +352,7 @@ class Leech(Quantizer):
     bits : float, default 2.0
         Bits per dimension of the lattice code (R = 24·bits per block, excluding the optional
         per-vector scale).  Higher → lower error; encode cost grows with the ball (3 bits is
-        ~3–4× slower to encode than 2 bits).
+        ~3× slower to encode than 2 bits).
     shells : int, default 0
         Ball Λ24(M) of the shape codebook; 0 picks the tuned M for the rate.  Larger M gives
         finer shapes but fewer gain levels L = ⌊2^R/(|Λ24(M)| − 1)⌋ (must be 1..4096).

@@ -280,6 +280,37 @@ def _plan(
 
 
 # ----------------------------------------------------------------------------- compress
+def _compress_tensors(source: SafetensorsSource, todo: list[TensorEntry], plan: dict[str, str],
+                      stats: CalibrationStats | None, writer: ShardWriter, journal: Journal, damp: float,
+                      seed: int, progress: bool) -> None:
+    """Encode, write and journal each tensor of ``todo`` (one at a time in memory)."""
+    iterator: Any = todo
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(todo, desc="compressing", unit="tensor")
+    for e in iterator:
+        t0 = time.perf_counter()
+        w = source.get(e.name)
+        spec = plan[e.name]
+        h = None
+        if stats is not None and spec not in ("raw", "float16", "float32") and parse_format(spec).ldlq:
+            h = _lookup(stats.hessians, e.name)
+        enc = encode_tensor(w, spec, name=e.name, hessian=h, damp=damp, seed=seed, source_dtype=e.dtype)
+        tinfo: dict[str, Any] = {"bits": enc.bits, "bits_per_param": enc.bits_per_param}
+        if e.is_float:
+            w_hat = _decode(enc.arrays, enc.meta)
+            tinfo["sqnr_db"] = _json_float(sqnr_db(w, w_hat))
+            h_full = _lookup(stats.hessians, e.name) if stats is not None else None
+            hdiag = np.diag(h_full) if h_full is not None else None
+            tinfo["stats"] = {k: _json_float(v) for k, v in tensor_stats(w, hdiag).to_dict().items()}
+            tinfo["ldlq"] = h is not None
+        ref = writer.write(e.name, encode_record(e.name, enc.arrays, enc.meta))
+        tinfo["seconds"] = time.perf_counter() - t0
+        journal.append({"name": e.name, "shard": ref.shard, "offset": ref.offset, "length": ref.length,
+                        "sha256": ref.sha256, "meta": enc.meta, "info": tinfo})
+
+
 def compress(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -352,8 +383,8 @@ def compress(
                               "not both; pin single tensors with a mapping")
     elif allocate is not None:
         raise InvalidSpec("allocate needs target_bits")
-    if shard_size < 1 << 16:
-        raise InvalidSpec(f"shard_size must be at least 64 KiB, got {shard_size}")
+    if shard_size < 4096:
+        raise InvalidSpec(f"shard_size must be at least 4096 bytes, got {shard_size}")
     source = SafetensorsSource(src)
     stats: CalibrationStats | None
     if calibration is None:
@@ -394,32 +425,11 @@ def compress(
     todo = [e for e in source.entries() if e.name not in done_names]
     if done_names:
         log.info("resume: %d tensors already written, %d to go", len(done_names), len(todo))
-    iterator: Any = todo
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(todo, desc="compressing", unit="tensor")
-    for e in iterator:
-        t0 = time.perf_counter()
-        w = source.get(e.name)
-        spec = plan[e.name]
-        h = None
-        if stats is not None and spec not in ("raw", "float16", "float32") and parse_format(spec).ldlq:
-            h = _lookup(stats.hessians, e.name)
-        enc = encode_tensor(w, spec, name=e.name, hessian=h, damp=damp, seed=seed, source_dtype=e.dtype)
-        tinfo: dict[str, Any] = {"bits": enc.bits, "bits_per_param": enc.bits_per_param}
-        if e.is_float:
-            w_hat = _decode(enc.arrays, enc.meta)
-            tinfo["sqnr_db"] = _json_float(sqnr_db(w, w_hat))
-            hdiag = np.diag(h) if h is not None else (
-                np.diag(_lookup(stats.hessians, e.name)) if stats is not None
-                and _lookup(stats.hessians, e.name) is not None else None)
-            tinfo["stats"] = {k: _json_float(v) for k, v in tensor_stats(w, hdiag).to_dict().items()}
-            tinfo["ldlq"] = h is not None
-        ref = writer.write(e.name, encode_record(e.name, enc.arrays, enc.meta))
-        tinfo["seconds"] = time.perf_counter() - t0
-        journal.append({"name": e.name, "shard": ref.shard, "offset": ref.offset, "length": ref.length,
-                        "sha256": ref.sha256, "meta": enc.meta, "info": tinfo})
+    try:
+        _compress_tensors(source, todo, plan, stats, writer, journal, damp, seed, progress)
+    except BaseException:
+        writer.abort()  # keep what is committed (journal + fsynced records) for the next run
+        raise
     shards = writer.close()
     _, entries = journal.read()
     by_name = {x["name"]: x for x in entries}

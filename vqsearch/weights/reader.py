@@ -172,7 +172,8 @@ class SafetensorsSource:
     def _read_bf16(self, e: TensorEntry) -> np.ndarray:
         # numpy has no bfloat16: read the raw bytes and widen (bf16 is the top half of a float32).
         header = _read_header(e.file)
-        n = int.from_bytes(e.file.open("rb").read(8), "little")
+        with open(e.file, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
         start, end = header[e.name]["data_offsets"]
         raw = np.fromfile(e.file, dtype="<u2", count=(end - start) // 2, offset=8 + n + start)
         return (raw.astype(np.uint32) << 16).view(np.float32).reshape(e.shape)

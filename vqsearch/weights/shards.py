@@ -182,6 +182,12 @@ class ShardWriter:
         self._count += 1
         return RecordRef(name, self.current, offset, len(record), sha256(record))
 
+    def abort(self) -> None:
+        """Close the current shard without the end marker (an interrupted run; resume truncates it)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
     def close(self) -> list[dict[str, Any]]:
         """Finish the current shard; returns the shard table (file, bytes, sha256) of all shards."""
         self._close_current()
