@@ -38,6 +38,8 @@ WRITE_BATCH = int(os.environ.get("BENCH_WRITE_BATCH", 100))
 WRITE_PAUSE = float(os.environ.get("BENCH_WRITE_PAUSE", 0.05))
 SEARCH_THREADS = int(os.environ.get("BENCH_SEARCH_THREADS", 8))
 WRITER = os.environ.get("BENCH_WRITER", "1") != "0"
+#: IVF setting of both indexes: "none" (flat scan, default: quick to build) or "auto" (the library default).
+IVF = os.environ.get("BENCH_IVF", "none")
 SHARED = Path(os.environ.get("VQSEARCH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 KEY = "bench-admin-key"
 ARROW = "application/vnd.apache.arrow.stream"
@@ -113,7 +115,7 @@ async def load(url: str, xb: np.ndarray, xq: np.ndarray) -> tuple[float, np.ndar
 def in_process_qps(xb: np.ndarray, xq: np.ndarray, n: int = 1000) -> float:
     import vqsearch
 
-    idx = vqsearch.Index.create(None, dim=xb.shape[1])
+    idx = vqsearch.Index.create(None, dim=xb.shape[1], ivf=None if IVF == "none" else IVF)
     idx.upsert(xb, np.arange(len(xb)))
     for i in range(20):
         idx.search(xq[i:i + 1], k=K)
@@ -150,7 +152,8 @@ def main() -> None:
                     raise SystemExit("server did not start")
                 time.sleep(0.2)
             h = {"Authorization": f"Bearer {KEY}"}
-            r = httpx.post(f"{url}/v1/collections", json={"name": "bench", "dim": xb.shape[1]}, headers=h)
+            spec = {"name": "bench", "dim": xb.shape[1], "ivf": None if IVF == "none" else IVF}
+            r = httpx.post(f"{url}/v1/collections", json=spec, headers=h)
             r.raise_for_status()
             t0 = time.perf_counter()
             httpx.post(f"{url}/v1/collections/bench/points", content=arrow_body(xb), timeout=600,
@@ -161,7 +164,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=30)
     qps_local = in_process_qps(xb, xq)
-    print(f"data: {name} {xb.shape[0]:,} x {xb.shape[1]}, default quantisers (binary scan + sq8 rescore), k={K}; "
+    print(f"data: {name} {xb.shape[0]:,} x {xb.shape[1]}, default preset, ivf={IVF}, k={K}; "
           f"Arrow ingest {xb.shape[0] / ingest:,.0f} vectors/s")
     print()
     print("| setting | searches | concurrency | concurrent writes | errors | QPS | p50 ms | p99 ms |")

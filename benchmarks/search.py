@@ -40,11 +40,20 @@ K = 10
 
 # name → Index.create keyword arguments (and per-search kwargs under "search").
 VQ_CONFIGS: dict[str, dict] = {
-    "vq flat binary → sq8": {"scan": "binary", "rescore": "sq8"},
-    "vq flat binary → sq4": {"scan": "binary", "rescore": "sq4"},
-    "vq flat binary (no rescore)": {"scan": "binary", "rescore": None},
-    "vq IVF256 binary → sq8": {"scan": "binary", "rescore": "sq8", "ivf": {"nlist": 256, "nprobe": 24}},
+    "vq preset=default": {"preset": "default"},
+    "vq preset=default, flat (ivf=None)": {"preset": "default", "ivf": None},
+    "vq preset=compact": {"preset": "compact"},
+    "vq preset=accurate": {"preset": "accurate"},
+    "vq binary, no rescoring": {"rescore": None, "ivf": None},
+    "vq pq:m=96,nbits=4 (4-bit LUT), no rescoring": {"scan": "pq:m=96,nbits=4", "rescore": None, "ivf": None},
 }
+
+# Rescoring curve: flat binary scan (oversample 10), residual rescoring codes at several rates.
+RESCORE_CURVE = [
+    "pq:m=96,nbits=8", "e8p", "e8:bits=2,rht=true", "leech:bits=2,rht=true", "trellis:bits=2,L=12,rht=true",
+    "e8p:bits=3,rht=true", "leech:bits=3,rht=true", "trellis:bits=3,L=12,rht=true",
+    "sq4", "e8p:bits=4,rht=true", "trellis:bits=4,L=12,rht=true", "sq8",
+]
 
 
 def recall_at(ids: np.ndarray, gt: np.ndarray, k: int = K) -> float:
@@ -156,6 +165,80 @@ def run_hnswlib(xb, xq, gt, labels, target_recall: float) -> list:
     return rows
 
 
+def rescore_curve(xb, xq, gt, labels) -> str:
+    """recall@10 / label@10 vs rescore bits per dimension (residual codes, flat binary scan, oversample 10)."""
+    from vqsearch import quantizers
+
+    rows = []
+    for spec in RESCORE_CURVE:
+        name = spec.split(":")[0]
+        if name not in quantizers.available():
+            continue
+        t0 = time.perf_counter()
+        idx = vqsearch.Index.create(None, dim=xb.shape[1], scan="binary", rescore=spec, ivf=None, residual=True)
+        idx.add(xb)
+        build = time.perf_counter() - t0
+        st = idx.stats()
+        rq = idx._rescore_q
+        m = measure(lambda q, idx=idx: idx.search(q, k=K)[1], xq)
+        rows.append([spec, rq.bits_per_dim, st["bytes_per_vector"], build, recall_at(m["ids"], gt),
+                     label_at(m["ids"], labels), m["qps"]])
+        idx.close()
+        print(f"  done curve {spec}", file=sys.stderr, flush=True)
+    return "### Rescoring curve (binary scan → residual rescore codes, flat, oversample 10)\n\n" + table(
+        ["rescore codes", "rescore bits/dim", "bytes/vector", "build s", "recall@10", "label@10", "QPS"], rows)
+
+
+def kernel_table(xb, xq) -> str:
+    """First-stage scan throughput on identical codes: vqsearch kernels vs FAISS (same run, same threads)."""
+    from vqsearch.kernels.scan import hamming_scan_topk
+
+
+    n, d = xb.shape
+    rows = []
+    bits = np.packbits(xb > 0, axis=1)
+    qbits = np.packbits(xq > 0, axis=1)
+    nw = bits.shape[1] // 8
+    words = np.ascontiguousarray(bits).view(np.uint64)
+    qwords = np.ascontiguousarray(qbits).view(np.uint64)
+    ranges = np.zeros((len(xq), 1, 2), np.int64)
+    ranges[:, 0, 1] = n
+    live = np.zeros(0, np.bool_)
+    binf = faiss.IndexBinaryFlat(d)
+    binf.add(bits)
+
+    def best_time(fn, reps=3):
+        fn()
+        out = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            out = min(out, time.perf_counter() - t)
+        return out
+
+    t_vq = best_time(lambda: hamming_scan_topk(qwords, words, nw, ranges, live, K))
+    t_fx = best_time(lambda: binf.search(qbits, K))
+    v_vq, _ = hamming_scan_topk(qwords, words, nw, ranges, live, K)
+    d_fx, _ = binf.search(qbits, K)
+    same = "yes" if np.array_equal(-v_vq.astype(np.int64), d_fx.astype(np.int64)) else "no"
+    rows.append(["Hamming top-10, 384-bit sign codes", len(xq) * n / t_vq / 1e6, len(xq) * n / t_fx / 1e6,
+                 t_fx / t_vq, same])
+
+    pq = faiss.index_factory(d, "PQ96x4fs", faiss.METRIC_INNER_PRODUCT)
+    pq.train(xb)
+    pq.add(xb)
+    idx = vqsearch.Index.create(None, dim=d, scan="pq:m=96,nbits=4", rescore=None, ivf=None)
+    idx.add(xb)
+    t_vq = best_time(lambda: idx.search(xq, k=K))
+    t_fx = best_time(lambda: pq.search(xq, K))
+    rows.append(["PQ96x4 LUT scan top-10 (whole search call)", len(xq) * n / t_vq / 1e6, len(xq) * n / t_fx / 1e6,
+                 t_fx / t_vq, "– (own codebooks)"])
+    idx.close()
+    return (f"### Scan kernels on the same data ({len(xq):,} queries × {n:,} codes, {THREADS} threads)\n\n"
+            + table(["kernel", "vqsearch M codes/s", "FAISS M codes/s", "ratio vqsearch/FAISS",
+                     "same distances"], rows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma-separated name prefixes")
@@ -190,6 +273,12 @@ def main() -> None:
         rows += run_hnswlib(xb, xq, gt, labels, tr)
     print(table(headers, rows))
     print()
+    if wanted("curve"):
+        print(rescore_curve(xb, xq, gt, labels))
+        print()
+    if wanted("kernels"):
+        print(kernel_table(xb, xq))
+        print()
 
 
 if __name__ == "__main__":

@@ -22,4 +22,4 @@ def variant(impl: types.FunctionType, name: str, **flags):
     fn.__qualname__ = name
     fn.__doc__ = impl.__doc__
     fn.__module__ = impl.__module__
-    return njit(cache=True, **flags)(fn)
+    return njit(cache=True, nogil=True, **flags)(fn)

@@ -1,6 +1,6 @@
 """E8 lattice kernels: nearest point, the E8P codebook, small-table search and ball indexing.
 
-All kernels are pure ``@njit(cache=True)`` functions over numpy arrays; parallel ones use
+All kernels are pure ``@njit(cache=True, nogil=True)`` functions over numpy arrays; parallel ones use
 ``prange`` over rows (vectors) or 8-D blocks.  Conventions shared by every kernel:
 
 * A *block* is 8 consecutive coordinates of a row; a row of width ``d_work`` has
@@ -29,7 +29,7 @@ _CHUNK = 256  # blocks per parallel work item in the block-parallel kernels (amo
 # --------------------------------------------------------------------------- E8 nearest point
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _coset_nearest(y: np.ndarray, coset: int, u: np.ndarray) -> float:
     """Nearest point of D8 + coset/2 to ``y`` (float64[8]); writes doubled coords to ``u``, returns ‖y − v‖².
 
@@ -62,7 +62,7 @@ def _coset_nearest(y: np.ndarray, coset: int, u: np.ndarray) -> float:
     return dist
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _e8_nearest_block(y: np.ndarray, u: np.ndarray, tmp: np.ndarray) -> float:
     """Nearest E8 point to ``y`` (float64[8]) as doubled coords in ``u``; returns the squared distance."""
     d0 = _coset_nearest(y, 0, u)
@@ -74,7 +74,7 @@ def _e8_nearest_block(y: np.ndarray, u: np.ndarray, tmp: np.ndarray) -> float:
     return d0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def e8_nearest(x: np.ndarray, out: np.ndarray) -> None:
     """Nearest E8 point of every 8-D block, as doubled coordinates.
 
@@ -100,7 +100,7 @@ def e8_nearest(x: np.ndarray, out: np.ndarray) -> None:
 # --------------------------------------------------------------------------- E8P (QuIP# 2-bit)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _e8p_encode_block(y: np.ndarray, table: np.ndarray, norm2: np.ndarray, odd: np.ndarray,
                       ay: np.ndarray, neg: np.ndarray) -> np.uint16:
     """Exact nearest E8P codeword of ``y`` (float64[8]) via the abs-pattern search (design doc §1.5).
@@ -161,7 +161,7 @@ def _e8p_encode_block(y: np.ndarray, table: np.ndarray, norm2: np.ndarray, odd: 
     return np.uint16((best_k << 8) | (f << 1) | best_shift)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def e8p_encode_rows(x: np.ndarray, scale: np.ndarray, table: np.ndarray, norm2: np.ndarray,
                     odd: np.ndarray, out: np.ndarray) -> None:
     """Nearest E8P codeword of every block of ``scale[r] · x[r]``.
@@ -185,7 +185,7 @@ def e8p_encode_rows(x: np.ndarray, scale: np.ndarray, table: np.ndarray, norm2: 
             out[r, b] = _e8p_encode_block(y, table, norm2, odd, ay, neg)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def e8p_decode_rows(codes: np.ndarray, table: np.ndarray, odd: np.ndarray, mult: np.ndarray,
                     out: np.ndarray) -> None:
     """Accumulate ``mult[r] · E8P(codes[r, b])`` into ``out[r, 8b:8b+8]`` (in place, ``+=``).
@@ -218,7 +218,7 @@ def e8p_decode_rows(codes: np.ndarray, table: np.ndarray, odd: np.ndarray, mult:
 # --------------------------------------------------------------------------- small tables
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def table_nearest_rows(x: np.ndarray, scale: np.ndarray, table: np.ndarray, norm2: np.ndarray,
                        out: np.ndarray) -> None:
     """Brute-force nearest entry of a small 8-D table for every block of ``scale[r] · x[r]``.
@@ -249,7 +249,7 @@ def table_nearest_rows(x: np.ndarray, scale: np.ndarray, table: np.ndarray, norm
             out[r, b] = bk
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def table_decode_rows(codes: np.ndarray, table: np.ndarray, mult: np.ndarray, out: np.ndarray) -> None:
     """Accumulate ``mult[r] · table[codes[r, b]]`` into ``out[r, 8b:8b+8]`` (in place, ``+=``).
 
@@ -280,7 +280,7 @@ def table_decode_rows(codes: np.ndarray, table: np.ndarray, mult: np.ndarray, ou
 # A class may be truncated (the codebook then holds only its first offset[c+1] − offset[c] ranks).
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ball_rank(u: np.ndarray, keys: np.ndarray, cid_by_key: np.ndarray, offsets: np.ndarray,
                nsign_log2: np.ndarray, fact: np.ndarray, scratch: np.ndarray) -> np.int64:
     """Index of the lattice point ``u`` (doubled int coords) in the ball codebook, or -1 if absent.
@@ -350,7 +350,7 @@ def _ball_rank(u: np.ndarray, keys: np.ndarray, cid_by_key: np.ndarray, offsets:
     return offsets[cid] + within
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ball_unrank(idx: np.int64, offsets: np.ndarray, leaders: np.ndarray, nsign_log2: np.ndarray,
                  fact: np.ndarray, u: np.ndarray, scratch: np.ndarray) -> None:
     """Inverse of :func:`_ball_rank` for ``0 ≤ idx < offsets[-1]``; writes doubled coords to ``u``.
@@ -403,7 +403,7 @@ def _ball_unrank(idx: np.int64, offsets: np.ndarray, leaders: np.ndarray, nsign_
                 j += 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def e8_ball_rank(u: np.ndarray, keys: np.ndarray, cid_by_key: np.ndarray, offsets: np.ndarray,
                  nsign_log2: np.ndarray, fact: np.ndarray, out: np.ndarray) -> None:
     """Index of each lattice point ``u[j]`` (doubled int32 coords, (m, 8)) in the ball codebook.
@@ -418,7 +418,7 @@ def e8_ball_rank(u: np.ndarray, keys: np.ndarray, cid_by_key: np.ndarray, offset
             out[j] = _ball_rank(u[j], keys, cid_by_key, offsets, nsign_log2, fact, scratch)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def e8_ball_unrank(idx: np.ndarray, offsets: np.ndarray, leaders: np.ndarray, nsign_log2: np.ndarray,
                    fact: np.ndarray, out: np.ndarray) -> None:
     """Lattice point (doubled int32 coords) of every index ``0 ≤ idx[j] < offsets[-1]``; out (m, 8)."""
@@ -429,7 +429,7 @@ def e8_ball_unrank(idx: np.ndarray, offsets: np.ndarray, leaders: np.ndarray, ns
             _ball_unrank(idx[j], offsets, leaders, nsign_log2, fact, out[j], scratch)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ball_class_search(y: np.ndarray, leaders: np.ndarray, skip: int, u: np.ndarray,
                        order: np.ndarray, ay: np.ndarray) -> float:
     """Nearest point to ``y`` over the union of all classes except ``skip``; doubled coords → ``u``.
@@ -490,7 +490,7 @@ def _ball_class_search(y: np.ndarray, leaders: np.ndarray, skip: int, u: np.ndar
     return best
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def e8_ball_encode_rows(x: np.ndarray, scale: np.ndarray, keys: np.ndarray, cid_by_key: np.ndarray,
                         offsets: np.ndarray, leaders: np.ndarray, nsign_log2: np.ndarray, fact: np.ndarray,
                         out: np.ndarray) -> int:
@@ -532,7 +532,7 @@ def e8_ball_encode_rows(x: np.ndarray, scale: np.ndarray, keys: np.ndarray, cid_
     return int(over.sum())
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def e8_ball_decode_rows(idx: np.ndarray, offsets: np.ndarray, leaders: np.ndarray,
                         nsign_log2: np.ndarray, fact: np.ndarray, mult: np.ndarray, out: np.ndarray) -> int:
     """``out[r, 8b:8b+8] = mult[r] · point(idx[r, b])``; returns the number of invalid indices.
@@ -563,7 +563,7 @@ def e8_ball_decode_rows(idx: np.ndarray, offsets: np.ndarray, leaders: np.ndarra
     return int(bad.sum())
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def e8_lut_decode_rows(idx: np.ndarray, lut: np.ndarray, mult: np.ndarray, out: np.ndarray) -> int:
     """Table version of :func:`e8_ball_decode_rows` for small codebooks: ``lut`` int8 (size, 8) holds
     every point's doubled coordinates; same contract and return value (invalid-index count)."""
@@ -587,7 +587,7 @@ def e8_lut_decode_rows(idx: np.ndarray, lut: np.ndarray, mult: np.ndarray, out: 
 # --------------------------------------------------------------------------- bit packing
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def pack_bits_rows(vals: np.ndarray, width: int, out: np.ndarray) -> None:
     """Pack ``width``-bit fields (1 ≤ width ≤ 56), LSB first, into bytes.
 
@@ -616,7 +616,7 @@ def pack_bits_rows(vals: np.ndarray, width: int, out: np.ndarray) -> None:
             o += 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def unpack_bits_rows(codes: np.ndarray, width: int, out: np.ndarray) -> None:
     """Inverse of :func:`pack_bits_rows`: ``codes`` uint8 (n, nbytes) → ``out`` int64 (n, nb)."""
     n, nb = out.shape

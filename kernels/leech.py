@@ -40,7 +40,7 @@ _LOWBIT = np.array([(b & -b).bit_length() - 1 if b else 0 for b in range(256)], 
 
 
 # --------------------------------------------------------------------------- nearest point
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _coset_setup(y, m, cost, flip, fround, fdir):
     """Per coordinate i and type b: f = round((y_i − m − 2b)/4), cost 16e², repair cost 16(1 − 2|e|).
 
@@ -59,7 +59,7 @@ def _coset_setup(y, m, cost, flip, fround, fdir):
             fdir[b, i] = 1 if e >= 0 else -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _coset_tables(y, m, cost, flip, fround, fdir, D):
     """Byte tables of the coset costs for all codewords; returns (base cost, base parity, parity mask).
 
@@ -82,7 +82,7 @@ def _coset_tables(y, m, cost, flip, fround, fdir, D):
     return base, p0, dmask
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _repair_tables(flip, R, A0, A1):
     """``R[k, byte]`` = min over the 8 coordinates of byte k of the repair cost flip[bit, i].
 
@@ -100,7 +100,7 @@ def _repair_tables(flip, R, A0, A1):
             R[k, byte] = min(A1[byte], A0[255 ^ byte])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _parity(w):
     w ^= w >> 16
     w ^= w >> 8
@@ -110,7 +110,7 @@ def _parity(w):
     return w & 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def nearest_point(y, cw, out):
     """Nearest point of J to ``y`` (float64 (24,)); writes int64 J coordinates to ``out``, returns ‖y − x‖².
 
@@ -158,7 +158,7 @@ def nearest_point(y, cw, out):
     return d
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _coset_point(y, m, w, out):
     """Closest point to ``y`` in coset (m, codeword integer w), with the cheapest parity repair."""
     cost = np.empty((2, 24))
@@ -180,7 +180,7 @@ def _coset_point(y, m, w, out):
         out[jmin] += 4 * fdir[(w >> jmin) & 1, jmin]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def nearest_points(y, cw, out):
     """Row-parallel :func:`nearest_point`: ``y`` float64 (n, 24) C-contiguous → ``out`` int64 (n, 24)."""
     for r in prange(y.shape[0]):
@@ -188,7 +188,7 @@ def nearest_points(y, cw, out):
 
 
 # --------------------------------------------------------------------------- angular search
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _probe_bounds(y, t, nlo, nhi, cw, ub, flag, thr, climit, nlow):
     """Fold the coset distances at the probe ``y = t·x̂`` into the cosine bounds ``ub`` (8192,).
 
@@ -252,7 +252,7 @@ def _probe_bounds(y, t, nlo, nhi, cw, ub, flag, thr, climit, nlow):
     return kmin
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def coset_best_direction(xh, m, w, val, cost, par, nval, bm, layers, out):
     """Max of ⟨xh, x⟩/‖x‖ over the nonzero points x of coset (m, codeword integer w) in the ball.
 
@@ -324,7 +324,7 @@ def coset_best_direction(xh, m, w, val, cost, par, nval, bm, layers, out):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ball_cosine(v, xh, cw, cbud):
     """Cosine of the lattice point v with the unit vector xh if v ≠ 0 lies in its coset's ball, else −2."""
     m = v[0] & 1
@@ -344,7 +344,7 @@ def _ball_cosine(v, xh, cw, cbud):
     return dot / np.sqrt(n2)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def best_direction(x, cw, val, cost, par, nval, cbud, climit, radii, nlo, nhi, out):
     """Exact max-cosine point of the ball ``0 < ‖v‖² ≤ 16M`` (J units) for ``x`` (float64 (24,)).
 
@@ -452,12 +452,12 @@ def best_direction(x, cw, val, cost, par, nval, cbud, climit, radii, nlo, nhi, o
 
 
 # --------------------------------------------------------------------------- two-limb integers
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _less(ah, al, bh, bl):
     return ah < bh or (ah == bh and al < bl)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _add(ah, al, bh, bl):
     lo = al + bl
     hi = ah + bh
@@ -467,7 +467,7 @@ def _add(ah, al, bh, bl):
     return hi, lo
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _sub(ah, al, bh, bl):
     lo = al - bl
     hi = ah - bh
@@ -478,7 +478,7 @@ def _sub(ah, al, bh, bl):
 
 
 # --------------------------------------------------------------------------- ranking
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _codeword_lookup(cw, word):
     lo = 0
     hi = cw.shape[0] - 1
@@ -494,7 +494,7 @@ def _codeword_lookup(cw, word):
     return -1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def rank_point(v, cw, val, cost, par, nval, cbud, F, offs):
     """Ball rank of the J point ``v`` (int64 (24,)) as limbs (hi, lo); (-1, -1) if v is not in the ball."""
     m = v[0] & 1
@@ -537,7 +537,7 @@ def rank_point(v, cw, val, cost, par, nval, cbud, F, offs):
     return _add(rh, rl, offs[kappa, 0], offs[kappa, 1])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def unrank_point(rh, rl, cw, val, cost, par, nval, cbud, F, offs, out):
     """Inverse of :func:`rank_point` for 0 ≤ rank < offs[8192]; writes int64 J coordinates to ``out``."""
     lo = 0
@@ -576,7 +576,7 @@ def unrank_point(rh, rl, cw, val, cost, par, nval, cbud, F, offs, out):
             rh, rl = _sub(rh, rl, ch, cl)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def rank_points(v, cw, val, cost, par, nval, cbud, F, offs, out):
     """Row-parallel :func:`rank_point`: ``v`` int64 (n, 24) → ``out`` int64 (n, 2) limbs (-1 if outside)."""
     for r in prange(v.shape[0]):
@@ -585,14 +585,14 @@ def rank_points(v, cw, val, cost, par, nval, cbud, F, offs, out):
         out[r, 1] = lo
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def unrank_points(ranks, cw, val, cost, par, nval, cbud, F, offs, out):
     """Row-parallel :func:`unrank_point`: ``ranks`` int64 (n, 2) limbs, each < offs[8192] → int64 (n, 24)."""
     for r in prange(ranks.shape[0]):
         unrank_point(ranks[r, 0], ranks[r, 1], cw, val, cost, par, nval, cbud, F, offs, out[r])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def in_lattice(v, cw):
     """Membership of the int64 point v (24,) in J: v ≡ m (mod 2), ((v − m)/2 mod 2) ∈ G24, Σv ≡ 4m (mod 8)."""
     m = v[0] & 1
@@ -606,7 +606,7 @@ def in_lattice(v, cw):
     return _codeword_lookup(cw, word) >= 0 and (total - 4 * m) % 8 == 0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def make_primitive(v, cw):
     """Replace the J point v by the shortest lattice point on its ray (v/k for the largest k with v/k ∈ J).
 
@@ -629,7 +629,7 @@ def make_primitive(v, cw):
             return
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def best_directions(x, cw, val, cost, par, nval, cbud, radii, nlo, nhi, out, cos, solved):
     """Block-parallel :func:`best_direction`: ``x`` float64 (n, 24) → points ``out`` int64 (n, 24), cosines.
 
@@ -659,7 +659,7 @@ def best_directions(x, cw, val, cost, par, nval, cbud, radii, nlo, nhi, out, cos
 
 
 # --------------------------------------------------------------------------- bit packing
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _write_bits(row, bitpos, value, nbits):
     """OR the low ``nbits`` (≤ 48) of ``value`` into ``row`` (uint8) at ``bitpos``, LSB first."""
     while nbits > 0:
@@ -672,7 +672,7 @@ def _write_bits(row, bitpos, value, nbits):
         nbits -= take
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _read_bits(row, bitpos, nbits):
     value = 0
     got = 0
@@ -686,7 +686,7 @@ def _read_bits(row, bitpos, nbits):
     return value
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def pack_codes(ranks, gains, levels, nbits, blocks, byte_off, codes):
     """Write block codes ``(rank − 1)·levels + gain`` (``nbits`` each, LSB-first) into ``codes`` rows.
 
@@ -710,7 +710,7 @@ def pack_codes(ranks, gains, levels, nbits, blocks, byte_off, codes):
                 _write_bits(row, pos + LIMB, h, hi_bits)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def decode_rows(codes, byte_off, blocks, nbits, levels, gain_values, scales, size_h, size_l,
                 cw, val, cost, par, nval, cbud, F, offs, out, bad):
     """Decode packed block codes into float32 vectors ``out`` (n, 24·blocks).

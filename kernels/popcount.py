@@ -40,7 +40,7 @@ def use_parallel(rows: int, work: int) -> bool:
     return rows > 1 and work >= PARALLEL_MIN_WORK
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def popcount64(x: np.uint64) -> np.int64:
     """Number of set bits of a uint64 (SWAR: pairwise, nibble, byte sums, then one multiply).
 
@@ -53,7 +53,7 @@ def popcount64(x: np.uint64) -> np.int64:
 
 
 # ------------------------------------------------------------------------ Hamming
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _hamming_row(a: np.ndarray, b: np.ndarray, i: int, out: np.ndarray) -> None:
     nw = a.shape[1]
     for j in range(b.shape[0]):
@@ -63,7 +63,7 @@ def _hamming_row(a: np.ndarray, b: np.ndarray, i: int, out: np.ndarray) -> None:
         out[i, j] = s
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def hamming_u64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise Hamming distances between packed bit rows.
 
@@ -78,7 +78,7 @@ def hamming_u64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def hamming_u64_serial(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """:func:`hamming_u64` on one thread."""
     out = np.empty((a.shape[0], b.shape[0]), dtype=np.int32)
@@ -88,7 +88,7 @@ def hamming_u64_serial(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 # -------------------------------------------------------------------- ternary dot
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ternary_row(pa, na_, pb, nb_, i, out) -> None:
     nw = pa.shape[1]
     for j in range(pb.shape[0]):
@@ -100,7 +100,7 @@ def _ternary_row(pa, na_, pb, nb_, i, out) -> None:
         out[i, j] = s
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def ternary_dot_u64(pa: np.ndarray, na_: np.ndarray, pb: np.ndarray, nb_: np.ndarray) -> np.ndarray:
     """Pairwise dot products of ternary vectors stored as bitplanes (P = "+1" bits, N = "−1" bits).
 
@@ -118,7 +118,7 @@ def ternary_dot_u64(pa: np.ndarray, na_: np.ndarray, pb: np.ndarray, nb_: np.nda
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ternary_dot_u64_serial(pa: np.ndarray, na_: np.ndarray, pb: np.ndarray, nb_: np.ndarray) -> np.ndarray:
     """:func:`ternary_dot_u64` on one thread."""
     out = np.empty((pa.shape[0], pb.shape[0]), dtype=np.int32)
@@ -128,7 +128,7 @@ def ternary_dot_u64_serial(pa: np.ndarray, na_: np.ndarray, pb: np.ndarray, nb_:
 
 
 # ------------------------------------------------------------------- byte tables
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _byte_luts_row(q: np.ndarray, r: int, out: np.ndarray) -> None:
     dim = q.shape[1]
     for j in range(out.shape[1]):
@@ -142,7 +142,7 @@ def _byte_luts_row(q: np.ndarray, r: int, out: np.ndarray) -> None:
                 t[v + size] = t[v] + val
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def byte_luts(q: np.ndarray, nbytes: int) -> np.ndarray:
     """Per-byte partial-sum tables of float queries, for scoring packed bits with table look-ups.
 
@@ -159,7 +159,7 @@ def byte_luts(q: np.ndarray, nbytes: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def byte_luts_serial(q: np.ndarray, nbytes: int) -> np.ndarray:
     """:func:`byte_luts` on one thread."""
     out = np.empty((q.shape[0], nbytes, 256), dtype=np.float32)

@@ -26,7 +26,7 @@ from numba import njit, prange
 from .popcount import use_parallel
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _adc8_query(t: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
     m = t.shape[0]
     for i in range(codes.shape[0]):
@@ -36,7 +36,7 @@ def _adc8_query(t: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
         out[i] = s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _adc4_query(t: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
     m = t.shape[0]
     half = m // 2
@@ -51,7 +51,7 @@ def _adc4_query(t: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
         out[i] = s
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def adc_scan8(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Sum of 8-bit table look-ups.
 
@@ -67,7 +67,7 @@ def adc_scan8(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def adc_scan8_serial(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """:func:`adc_scan8` on one thread."""
     out = np.empty((lut.shape[0], codes.shape[0]), dtype=np.float32)
@@ -76,7 +76,7 @@ def adc_scan8_serial(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def adc_scan4(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Sum of 4-bit table look-ups over nibble-packed codes.
 
@@ -92,7 +92,7 @@ def adc_scan4(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def adc_scan4_serial(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """:func:`adc_scan4` on one thread."""
     out = np.empty((lut.shape[0], codes.shape[0]), dtype=np.float32)
@@ -110,7 +110,7 @@ def adc_scan(lut: np.ndarray, codes: np.ndarray, nbits: int) -> np.ndarray:
     return (adc_scan4 if par else adc_scan4_serial)(lut, codes)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _assign_rows(y, cent_t, cnorm, start, stop, out) -> None:
     m_, dsub, k_ = cent_t.shape
     acc = np.empty(k_, dtype=np.float32)
@@ -132,7 +132,7 @@ def _assign_rows(y, cent_t, cnorm, start, stop, out) -> None:
             out[i, p] = best
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def pq_assign(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarray:
     """Nearest codeword per sub-vector (PQ encoding), exhaustive.
 
@@ -154,7 +154,7 @@ def pq_assign(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarra
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pq_assign_serial(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarray:
     """:func:`pq_assign` on one thread."""
     out = np.empty((y.shape[0], cent_t.shape[0]), dtype=np.uint8)

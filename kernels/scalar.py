@@ -30,7 +30,7 @@ from numba import njit, prange
 _HALF = np.float32(0.5)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _level(v: np.float32, top: int) -> int:
     k = math.floor(v + _HALF)
     if k < 0:
@@ -40,14 +40,14 @@ def _level(v: np.float32, top: int) -> int:
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _encode8_rows(x, lo, inv, start, stop, out) -> None:
     for i in range(start, stop):
         for j in range(x.shape[1]):
             out[i, j] = _level((x[i, j] - lo[j]) * inv[j], 255)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _encode4_rows(x, lo, inv, start, stop, out) -> None:
     d = x.shape[1]
     for i in range(start, stop):
@@ -59,14 +59,14 @@ def _encode4_rows(x, lo, inv, start, stop, out) -> None:
             out[i, d >> 1] = _level((x[i, d - 1] - lo[d - 1]) * inv[d - 1], 15)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decode8_rows(codes, lo, step, start, stop, out) -> None:
     for i in range(start, stop):
         for j in range(lo.shape[0]):
             out[i, j] = np.float32(codes[i, j]) * step[j] + lo[j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _decode4_rows(codes, lo, step, start, stop, out) -> None:
     for i in range(start, stop):
         for j in range(lo.shape[0]):
@@ -75,7 +75,7 @@ def _decode4_rows(codes, lo, step, start, stop, out) -> None:
             out[i, j] = np.float32(k) * step[j] + lo[j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sse_rows(x, lo, step, inv, top, start, stop, acc) -> None:
     for i in range(start, stop):
         for j in range(x.shape[1]):
@@ -87,7 +87,7 @@ def _sse_rows(x, lo, step, inv, top, start, stop, acc) -> None:
 _BLOCK = 256
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sq_encode8_serial(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
     """uint8 (n, d) levels in [0, 255] (formula in the module docstring)."""
     out = np.empty(x.shape, dtype=np.uint8)
@@ -95,7 +95,7 @@ def sq_encode8_serial(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndar
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def sq_encode8(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
     """:func:`sq_encode8_serial` over row blocks in parallel."""
     n = x.shape[0]
@@ -105,7 +105,7 @@ def sq_encode8(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sq_encode4_serial(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
     """uint8 (n, ceil(d/2)): levels in [0, 15], two per byte (even dimension in the low nibble)."""
     out = np.empty((x.shape[0], (x.shape[1] + 1) // 2), dtype=np.uint8)
@@ -113,7 +113,7 @@ def sq_encode4_serial(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndar
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def sq_encode4(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
     """:func:`sq_encode4_serial` over row blocks in parallel."""
     n = x.shape[0]
@@ -123,7 +123,7 @@ def sq_encode4(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sq_decode8_serial(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
     """float32 (n, d) = codes · step + lo; ``codes`` uint8 (n, w >= d), first d bytes read."""
     out = np.empty((codes.shape[0], lo.shape[0]), dtype=np.float32)
@@ -131,7 +131,7 @@ def sq_decode8_serial(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def sq_decode8(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
     """:func:`sq_decode8_serial` over row blocks in parallel."""
     n = codes.shape[0]
@@ -141,7 +141,7 @@ def sq_decode8(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarra
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sq_decode4_serial(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
     """float32 (n, d) from nibble-packed codes uint8 (n, w >= ceil(d/2))."""
     out = np.empty((codes.shape[0], lo.shape[0]), dtype=np.float32)
@@ -149,7 +149,7 @@ def sq_decode4_serial(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def sq_decode4(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
     """:func:`sq_decode4_serial` over row blocks in parallel."""
     n = codes.shape[0]
@@ -159,7 +159,7 @@ def sq_decode4(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarra
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sq_column_sse(x: np.ndarray, lo: np.ndarray, step: np.ndarray, inv: np.ndarray,
                   levels: int) -> np.ndarray:
     """Per-dimension sum of squared quantisation errors (float64 (d,)) for candidate ranges.

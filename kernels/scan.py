@@ -29,7 +29,7 @@ from .popcount import popcount64
 from .topk import heap_replace_root, heap_to_sorted
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _score_range(table, codes, row_a, row_b, live, start, stop, bias, vals, rows):
     nbytes = table.shape[0]
     has_a = row_a.shape[0] > 0
@@ -66,7 +66,7 @@ def _lut_scan_topk(tables, codes, row_a, row_b, ranges, bias, live, k):
     return vals, rows
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def lut_scan_topk_split(table, codes, row_a, row_b, ranges, bias, live, k, nchunks):
     """One query, its ranges cut into ``nchunks`` row chunks scanned in parallel, then merged.
 
@@ -103,7 +103,7 @@ def lut_scan_topk_split(table, codes, row_a, row_b, ranges, bias, live, k, nchun
     return out_v, out_r
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def hamming_scan_topk(qwords, words, nwords, ranges, live, k):
     """Best ``k`` rows per query by *smallest* Hamming distance over the first ``nwords`` words.
 
@@ -132,7 +132,7 @@ def hamming_scan_topk(qwords, words, nwords, ranges, live, k):
     return vals, rows
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _signed_byte_table(qrow, nbytes, table):
     """table[j, b] = Σ_t q[8j + t]·(2·bit_t(b) − 1) (packbits order: bit 7 ↔ t = 0), by a DP over b."""
     d = qrow.shape[0]

@@ -14,7 +14,7 @@ from numba import njit, prange
 from ._variants import variant
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def heap_replace_root(vals, idx, v, i):
     """Replace the root (smallest) with (v, i) and sift down; caller checks v > vals[0]."""
     k = vals.shape[0]
@@ -35,7 +35,7 @@ def heap_replace_root(vals, idx, v, i):
     idx[pos] = i
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def heap_to_sorted(vals, idx):
     """Sort a heap in place into descending score order (ties: smaller index first)."""
     order = np.argsort(-vals, kind="mergesort")
@@ -45,7 +45,7 @@ def heap_to_sorted(vals, idx):
     idx[:] = i2
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def topk_rows(scores, k):
     """Top-k of each row of a (nq, n) float32 matrix → (vals (nq, k) descending, cols (nq, k) int64)."""
     nq, n = scores.shape
@@ -63,7 +63,7 @@ def topk_rows(scores, k):
     return vals, cols
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def merge_topk(vals_a, ids_a, vals_b, ids_b, k):
     """Merge two per-query sorted candidate lists (e.g. from two segments) into the best k."""
     nq = vals_a.shape[0]

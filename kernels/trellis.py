@@ -39,7 +39,7 @@ from numba import njit, prange
 # m[j] = min_p prev[p*M + j], bp[j] = argmin (first minimum wins: strict "<").
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _min_pred_2(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int) -> None:
     r0 = prev[0:M]
     r1 = prev[M:2 * M]
@@ -54,7 +54,7 @@ def _min_pred_2(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int) -> None
         bp[j] = np.uint8(arg)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _min_pred_4(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int) -> None:
     r0 = prev[0:M]
     r1 = prev[M:2 * M]
@@ -79,7 +79,7 @@ def _min_pred_4(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int) -> None
         bp[j] = np.uint8(arg)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _min_pred_8(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int) -> None:
     r0 = prev[0:M]
     r1 = prev[M:2 * M]
@@ -124,7 +124,7 @@ def _min_pred_8(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int) -> None
         bp[j] = np.uint8(arg)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _min_pred_any(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int, P: int) -> None:
     # p-outer: every pass streams one contiguous row (slices avoid the negative-index
     # fix-up that otherwise turns the loads into gathers).
@@ -143,7 +143,7 @@ def _min_pred_any(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int, P: in
             bp[j] = pp if lt else bp[j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _min_pred(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int, P: int) -> None:
     if P == 2:
         _min_pred_2(prev, m, bp, M)
@@ -159,7 +159,7 @@ def _min_pred(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int, P: int) -
 # cur[j*P + b] = m[j] + ||x_t - vals[:, j*P + b]||^2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _expand_v1_p2(m: np.ndarray, v0: np.ndarray, x0: float, cur: np.ndarray, M: int) -> None:
     for j in range(M):
         mj = m[j]
@@ -169,7 +169,7 @@ def _expand_v1_p2(m: np.ndarray, v0: np.ndarray, x0: float, cur: np.ndarray, M: 
         cur[2 * j + 1] = mj + d1 * d1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _expand_v1_p4(m: np.ndarray, v0: np.ndarray, x0: float, cur: np.ndarray, M: int) -> None:
     for j in range(M):
         mj = m[j]
@@ -183,7 +183,7 @@ def _expand_v1_p4(m: np.ndarray, v0: np.ndarray, x0: float, cur: np.ndarray, M: 
         cur[4 * j + 3] = mj + d3 * d3
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _expand_v1_p8(m: np.ndarray, v0: np.ndarray, x0: float, cur: np.ndarray, M: int) -> None:
     # Two streaming passes (branch errors, then a constant-width broadcast add) beat one
     # fused pass at P = 8: 4.8 vs 6.4 us per L = 16 step (unrolled body: 7.5 us).
@@ -197,7 +197,7 @@ def _expand_v1_p8(m: np.ndarray, v0: np.ndarray, x0: float, cur: np.ndarray, M: 
             cur[base + b] += mj
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _expand_v1_any(m: np.ndarray, v0: np.ndarray, x0: float, cur: np.ndarray, M: int, P: int) -> None:
     # P >= 16: the inner loop over b fills whole SIMD vectors.
     for j in range(M):
@@ -208,7 +208,7 @@ def _expand_v1_any(m: np.ndarray, v0: np.ndarray, x0: float, cur: np.ndarray, M:
             cur[base + b] = mj + d0 * d0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _expand_v2_p4(m: np.ndarray, v0: np.ndarray, v1: np.ndarray, x0: float, x1: float,
                   cur: np.ndarray, M: int) -> None:
     for j in range(M):
@@ -227,7 +227,7 @@ def _expand_v2_p4(m: np.ndarray, v0: np.ndarray, v1: np.ndarray, x0: float, x1: 
         cur[4 * j + 3] = mj + (a3 * a3 + b3 * b3)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _expand_v2_any(m: np.ndarray, v0: np.ndarray, v1: np.ndarray, x0: float, x1: float,
                    cur: np.ndarray, M: int, P: int) -> None:
     for j in range(M):
@@ -239,7 +239,7 @@ def _expand_v2_any(m: np.ndarray, v0: np.ndarray, v1: np.ndarray, x0: float, x1:
             cur[base + b] = mj + (a * a + c * c)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _expand(m: np.ndarray, vals: np.ndarray, xt: np.ndarray, cur: np.ndarray, M: int, P: int) -> None:
     if vals.shape[0] == 1:
         v0 = vals[0]
@@ -264,7 +264,7 @@ def _expand(m: np.ndarray, vals: np.ndarray, xt: np.ndarray, cur: np.ndarray, M:
 # ----------------------------------------------------------------------------- Viterbi
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def viterbi_block(x: np.ndarray, vals: np.ndarray, L: int, kv: int, start: int, end: int,
                   prev: np.ndarray, cur: np.ndarray, m: np.ndarray, bp: np.ndarray,
                   states: np.ndarray) -> float:
@@ -322,7 +322,7 @@ def viterbi_block(x: np.ndarray, vals: np.ndarray, L: int, kv: int, start: int, 
     return best
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def viterbi_encode(x: np.ndarray, vals: np.ndarray, L: int, kv: int, start: np.ndarray,
                    end: np.ndarray, states: np.ndarray, nchunks: int) -> np.ndarray:
     """Viterbi paths of many blocks in parallel (one block per thread at a time).
@@ -355,7 +355,7 @@ def viterbi_encode(x: np.ndarray, vals: np.ndarray, L: int, kv: int, start: np.n
 # ----------------------------------------------------------------------------- bits
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def pack_states(states: np.ndarray, L: int, kv: int, out: np.ndarray) -> None:
     """Write the top ``kv`` bits of every state, MSB-first, into ``out``.
 
@@ -378,7 +378,7 @@ def pack_states(states: np.ndarray, L: int, kv: int, out: np.ndarray) -> None:
                 pos += 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def unpack_states(codes: np.ndarray, L: int, kv: int, n: int, out: np.ndarray) -> None:
     """States ``s_t`` = ``L``-bit window at bit ``t·kv`` of each circular bitstream.
 
@@ -401,7 +401,7 @@ def unpack_states(codes: np.ndarray, L: int, kv: int, n: int, out: np.ndarray) -
             nacc -= kv
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def decode_blocks(codes: np.ndarray, vals: np.ndarray, L: int, kv: int, scales: np.ndarray,
                   out: np.ndarray) -> None:
     """Decode packed blocks: ``out[i, t·V + v] = scales[i] · vals[v, s_t]``.

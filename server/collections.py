@@ -25,7 +25,8 @@ def collection_info(c: Collection) -> dict[str, Any]:
     st = c.index.stats()
     versions = [{"version": v.version, "timestamp": v.timestamp, "rows": v.rows} for v in c.index.versions()]
     return {"name": c.name, "dim": st["dim"], "metric": st["metric"], "scan": st["scan"], "rescore": st["rescore"],
-            "ivf": st["ivf"], "embedder": c.embedder_name, "count": st["count"], "bytes": st["bytes"],
+            "ivf": st["ivf"], "residual": bool(getattr(c.index.config, "residual", False)),
+            "embedder": c.embedder_name, "count": st["count"], "bytes": st["bytes"],
             "bytes_per_vector": st["bytes_per_vector"], "segments": st["segments"], "version": st["version"],
             "versions": versions, "metadata_columns": list(st["metadata_columns"]), "trained": st["trained"],
             "created": c.created}
@@ -34,11 +35,10 @@ def collection_info(c: Collection) -> dict[str, Any]:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=CollectionInfo, dependencies=[AdminAccess],
              summary="Create a collection")
 async def create_collection(body: CollectionCreate, state: StateDep) -> dict[str, Any]:
-    """Create an empty collection.  Its quantisers are trained on the first batch of points written."""
-    ivf = body.ivf.model_dump() if body.ivf is not None else None
+    """Create an empty collection.  Its quantisers (and IVF lists) are trained on the first batch written."""
     c = await state.admin(lambda: state.registry.create(
-        body.name, dim=body.dim, metric=body.metric, scan=body.scan, rescore=body.rescore, ivf=ivf,
-        oversample=body.oversample, embedder=body.embedder))
+        body.name, dim=body.dim, metric=body.metric, preset=body.preset, embedder=body.embedder,
+        options=body.index_options()))
     return await state.read(collection_info, c)
 
 

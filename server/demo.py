@@ -45,13 +45,12 @@ def load_debian(registry: CollectionRegistry, directory: Path, name: str = NAME)
     if x.shape[0] != table.num_rows:
         raise InvalidInput(f"{vectors_path} has {x.shape[0]} rows but {texts_path} has {table.num_rows}")
     embedder: str | None = "minilm" if "minilm" in registry.embedders else None
+    options = {"ivf": None}  # 60k vectors: a flat scan is fast, and skipping k-means keeps startup to seconds
     try:
-        c = registry.create(name, dim=x.shape[1], metric="cosine", scan="binary", rescore="sq8", ivf=None,
-                            oversample=10, embedder=embedder)
+        c = registry.create(name, dim=x.shape[1], metric="cosine", embedder=embedder, options=options)
     except MissingDependency as exc:
         LOG.warning("demo: %s; the collection is searchable by vector only", exc)
-        c = registry.create(name, dim=x.shape[1], metric="cosine", scan="binary", rescore="sq8", ivf=None,
-                            oversample=10, embedder=None)
+        c = registry.create(name, dim=x.shape[1], metric="cosine", embedder=None, options=options)
     ids = table.column("id").to_numpy().astype(np.uint64)
     c.index.upsert(x, ids, metadata=table.select(list(METADATA)))
     LOG.info("demo: loaded %d Debian packages into %r in %.1f s", len(c.index), name, time.perf_counter() - t0)

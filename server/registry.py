@@ -41,33 +41,6 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
-class ServerIndex(Index):
-    """An :class:`~vqsearch.Index` whose per-segment search caches are filled safely from many threads.
-
-    ``Index._cache`` publishes a cache entry before filling it, so a second thread searching a
-    freshly written segment can see a half-built entry.  Here the first touch of a segment is
-    serialised under a lock and an entry is used lock-free only once it is complete.  Readers
-    still never wait on a writer (writes do not fill these caches).
-    """
-
-    def __init__(self, store: Any, *, tmpdir: str | None = None) -> None:
-        super().__init__(store, tmpdir=tmpdir)
-        self._ready: set[str] = set()
-        self._ready_lock = threading.Lock()
-
-    def _cache(self, seg: Any) -> Any:
-        if seg.name in self._ready:
-            c = self._seg_cache.get(seg.name)
-            if c is not None:
-                return c
-        with self._ready_lock:
-            c = super()._cache(seg)
-            if len(self._ready) > 8192:  # bounded like the parent's cache; entries rebuild on demand
-                self._ready.clear()
-            self._ready.add(seg.name)
-            return c
-
-
 def check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise InvalidInput(f"collection names are 1-64 characters [A-Za-z0-9_.-] starting with a letter or digit, "
@@ -134,7 +107,7 @@ class CollectionRegistry:
             self._entries = self._read()
             for name, entry in sorted(self._entries.items()):
                 try:
-                    index = ServerIndex.open(self._path(name))
+                    index = Index.open(self._path(name))
                 except VQSearchError as exc:
                     LOG.error("collection %r could not be opened: %s", name, exc)
                     self._broken[name] = str(exc)
@@ -195,9 +168,13 @@ class CollectionRegistry:
         return [self._collections[n] for n in self.names()]
 
     # ------------------------------------------------------------ changes
-    def create(self, name: str, *, dim: int | None, metric: str, scan: str, rescore: str | None,
-               ivf: Mapping[str, Any] | None, oversample: int, embedder: str | None) -> Collection:
-        """Create a collection (index directory, then registry entry); raises ``AlreadyExists``."""
+    def create(self, name: str, *, dim: int | None, metric: str = "cosine", preset: str = "default",
+               embedder: str | None = None, options: Mapping[str, Any] | None = None) -> Collection:
+        """Create a collection (index directory, then registry entry); raises ``AlreadyExists``.
+
+        ``options`` are :meth:`vqsearch.Index.create` arguments (scan, rescore, ivf, oversample, residual);
+        those left out come from ``preset``.
+        """
         check_name(name)
         factory = None
         if embedder is not None:
@@ -218,8 +195,7 @@ class CollectionRegistry:
             if path.exists():
                 LOG.warning("removing orphan index directory %s (left by an interrupted create or drop)", path)
                 shutil.rmtree(path)
-            index = ServerIndex.create(path, dim=dim, metric=metric, scan=scan, rescore=rescore, ivf=ivf,
-                                       oversample=oversample)
+            index = Index.create(path, dim=dim, metric=metric, preset=preset, **dict(options or {}))
             entry = {"embedder": embedder, "created": time.time()}
             self._entries[name] = entry
             try:

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..index.index import DEFAULT_OVERSAMPLE, DEFAULT_RESCORE, DEFAULT_SCAN
 from .registry import NAME_PATTERN
 
 #: Largest id accepted: ids travel as JSON integers and come back from search as int64.
@@ -44,33 +43,57 @@ class ErrorBody(BaseModel):
 
 # ---------------------------------------------------------------- collections
 class IvfOptions(_Model):
-    """Inverted-file partitioning (k-means lists); omit for a flat scan."""
+    """Inverted-file partitioning (k-means lists); 0 = chosen automatically from the first batch."""
 
-    nlist: int = Field(1024, ge=1, le=1 << 20, description="Number of k-means lists (≈ 4–16·√n).")
-    nprobe: int = Field(32, ge=1, le=1 << 20, description="Default lists scanned per query.")
+    nlist: int = Field(0, ge=0, le=1 << 20, description="Number of k-means lists (0 = automatic, ≈ 4·√n).")
+    nprobe: int = Field(0, ge=0, le=1 << 20, description="Default lists scanned per query (0 = automatic).")
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"nlist": 1024, "nprobe": 32}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"nlist": 1024, "nprobe": 256}]})
+
+
+#: Index options of :class:`CollectionCreate`; omitted ones come from the preset.
+INDEX_OPTIONS = ("scan", "rescore", "ivf", "oversample", "residual")
 
 
 class CollectionCreate(_Model):
-    """Create a collection: an index with fixed dimension, metric and quantisers."""
+    """Create a collection: an index with fixed dimension, metric and quantisers.
+
+    Omitted index options come from ``preset``; ``"rescore": null`` disables rescoring and
+    ``"ivf": null`` forces a flat scan.
+    """
 
     name: str = Field(pattern=NAME_PATTERN, min_length=1, max_length=64, description="Collection name.")
     dim: int | None = Field(None, ge=1, le=MAX_DIM,
                             description="Vector dimension; optional with an embedder (its dimension).")
     metric: Literal["cosine", "ip", "l2"] = Field("cosine", description="Similarity (cosine/ip) or squared L2.")
-    scan: str = Field(DEFAULT_SCAN, min_length=1, max_length=MAX_SPEC,
-                      description="First-stage quantiser spec, e.g. 'binary', 'pq:m=16,nbits=4'.")
-    rescore: str | None = Field(DEFAULT_RESCORE, min_length=1, max_length=MAX_SPEC,
-                                description="Rescoring quantiser spec ('sq8', 'e8p', 'float16') or null.")
-    ivf: IvfOptions | None = Field(None, description="IVF options, or null for a flat scan.")
-    oversample: int = Field(DEFAULT_OVERSAMPLE, ge=1, le=1000,
-                            description="Default scan candidates kept per result for rescoring.")
+    preset: Literal["default", "compact", "accurate"] = Field(
+        "default", description="Named quantiser settings (see vqsearch.index.PRESETS).")
+    scan: str | None = Field(None, min_length=1, max_length=MAX_SPEC,
+                             description="First-stage quantiser spec, e.g. 'binary', 'pq:m=16,nbits=4'.")
+    rescore: str | None = Field(None, min_length=1, max_length=MAX_SPEC,
+                                description="Rescoring quantiser spec ('sq8', 'e8p', 'float16') or null for none.")
+    ivf: IvfOptions | Literal["auto"] | None = Field(None, description="IVF options, 'auto', or null (flat).")
+    oversample: int | None = Field(None, ge=1, le=1000,
+                                   description="Default scan candidates kept per result for rescoring.")
+    residual: bool | None = Field(None, description="Rescore codes quantise the scan code's residual.")
     embedder: Literal["minilm"] | None = Field(
         None, description="Embed texts on ingest and query with this model (needs the 'models' extra).")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"name": "docs", "dim": 384, "metric": "cosine", "scan": "binary", "rescore": "e8p", "embedder": None}]})
+        {"name": "docs", "dim": 384, "metric": "cosine", "scan": "binary", "rescore": "e8p", "embedder": None},
+        {"name": "texts", "embedder": "minilm", "preset": "compact"}]})
+
+    def index_options(self) -> dict[str, Any]:
+        """The index options the client gave (explicit nulls kept where they mean something)."""
+        out: dict[str, Any] = {}
+        for key in INDEX_OPTIONS:
+            if key not in self.model_fields_set:
+                continue
+            value = getattr(self, key)
+            if value is None and key not in ("rescore", "ivf"):
+                continue  # null scan/oversample/residual = the preset's
+            out[key] = value.model_dump() if isinstance(value, IvfOptions) else value
+        return out
 
 
 class VersionOut(BaseModel):
@@ -88,6 +111,7 @@ class CollectionInfo(BaseModel):
     scan: str = Field(examples=["binary"])
     rescore: str | None = Field(examples=["sq8"])
     ivf: dict[str, Any] | None = Field(examples=[None])
+    residual: bool = Field(description="Rescore codes quantise the scan code's residual.", examples=[True])
     embedder: str | None = Field(examples=["minilm"])
     count: int = Field(ge=0, description="Live vectors.", examples=[60179])
     bytes: int = Field(ge=0, description="Bytes on disk of the current version.", examples=[2_600_000])

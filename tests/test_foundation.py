@@ -105,3 +105,9 @@ def test_errors_pickle_and_inherit_builtins():
     e2 = pickle.loads(pickle.dumps(e))
     assert isinstance(e2, ValueError) and str(e2) == str(e) and e2.code == "dimension_mismatch"
     assert str(errors.UnknownIds("id 7 not found")) == "id 7 not found"
+
+
+def test_float16_rejects_values_beyond_its_range():
+    q = quantizers.get("float16").fit(np.ones((2, 4), np.float32))
+    with pytest.raises(errors.NonFiniteInput, match=r"float16 range \(±65504\) in row 1"):
+        q.encode(np.array([[1, 2, 3, 4], [1, 7e4, 0, 0]], np.float32))

@@ -137,7 +137,8 @@ def bulk(live: LiveServer, admin: httpx.Client, tmp_path_factory: pytest.TempPat
     group = (np.arange(n) % 50).astype(np.int64)
     tag = pa.array([f"t{i % 7}" for i in range(n)])
     table = vector_table(ids, x, group=pa.array(group), tag=tag)
-    r = admin.post("/v1/collections", json={"name": "bulk", "dim": d, "metric": "cosine"})
+    # flat scan (ivf null) keeps this fixture fast; IVF identity is tested on a smaller collection below
+    r = admin.post("/v1/collections", json={"name": "bulk", "dim": d, "metric": "cosine", "ivf": None})
     assert r.status_code == 201, r.text
     body = arrow_stream(table)
     t0 = time.perf_counter()
@@ -145,7 +146,7 @@ def bulk(live: LiveServer, admin: httpx.Client, tmp_path_factory: pytest.TempPat
     ingest_s = time.perf_counter() - t0
     assert r.status_code == 200, r.text
     assert r.json() == {"upserted": n, "count": n}
-    ref = vqsearch.Index.create(tmp_path_factory.mktemp("ref") / "bulk", dim=d, metric="cosine")
+    ref = vqsearch.Index.create(tmp_path_factory.mktemp("ref") / "bulk", dim=d, metric="cosine", ivf=None)
     ref.upsert(x, ids, metadata=table.select(["group", "tag"]))
     return {"x": x, "ids": ids, "ref": ref, "n": n, "d": d, "ingest_s": ingest_s, "bytes": len(body)}
 
@@ -275,11 +276,32 @@ def test_collection_lifecycle(admin: httpx.Client) -> None:
     ({"name": "bad", "dim": 4, "metric": "cos"}, "body.metric: Input should be 'cosine', 'ip' or 'l2'"),
     ({"name": "bad", "dim": 4, "bogus": 1}, "body.bogus: Extra inputs are not permitted"),
     ({"name": "bad", "dim": 4, "embedder": "bert"}, "body.embedder: Input should be 'minilm'"),
-    ({"name": "bad", "dim": 4, "ivf": {"nlist": 0}}, "body.ivf.nlist: Input should be greater than or equal to 1"),
+    ({"name": "bad", "dim": 4, "ivf": {"nlist": -1}}, "body.ivf.IvfOptions.nlist: Input should be greater than or "
+                                                       "equal to 0; body.ivf.literal['auto']: Input should be 'auto'"),
+    ({"name": "bad", "dim": 4, "preset": "tiny"}, "body.preset: Input should be 'default', 'compact' or 'accurate'"),
     ({"dim": 4}, "body.name: Field required"),
 ])
 def test_create_collection_validation_is_422(admin: httpx.Client, body: dict, message: str) -> None:
     assert_error(admin.post("/v1/collections", json=body), 422, "validation_error", message)
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({}, {"scan": "binary", "rescore": "sq4", "residual": True}),  # the library's default preset
+    ({"preset": "accurate"}, {"rescore": "float16", "residual": False}),
+    ({"rescore": None, "ivf": None}, {"rescore": None, "ivf": None, "residual": False}),
+    ({"scan": "ternary", "oversample": 4, "ivf": {"nlist": 8, "nprobe": 2}},
+     {"scan": "ternary", "ivf": {"nlist": 8, "nprobe": 2}}),
+])
+def test_create_collection_presets_and_overrides(admin: httpx.Client, options: dict, expected: dict) -> None:
+    r = admin.post("/v1/collections", json={"name": "opts", "dim": 8, **options})
+    assert r.status_code == 201, r.text
+    info = r.json()
+    try:
+        for key, value in expected.items():
+            got = info[key] if key != "ivf" or value is None else {k: info[key][k] for k in value}
+            assert got == value, (key, info)
+    finally:
+        admin.delete("/v1/collections/opts")
 
 
 def test_create_collection_library_errors_are_400(admin: httpx.Client) -> None:

@@ -370,6 +370,8 @@ def test_bad_inputs_raise_typed_errors(rng):
         q.decode(np.zeros((1, q.code_size + 1), np.uint8))
     with pytest.raises(errors.InvalidCodes, match="must be uint8"):
         q.decode_states(np.zeros((1, q.code_size), np.int16))
+    with pytest.raises(errors.DimensionMismatch, match="work rows must have width 40"):
+        q.encode_states(np.zeros((1, 39), np.float32))
     qb = quantizers.get("trellis:bits=2,L=8,scale=block").fit(np.ones((1, 8), np.float32))
     with pytest.raises(errors.InvalidInput, match="overflows float16"):
         qb.encode(np.full((1, 8), 1e6, np.float32))

@@ -11,6 +11,7 @@ the coarse quantiser and the store, and keeps no state that the store does not.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
@@ -53,8 +54,9 @@ DEFAULT_OVERSAMPLE = PRESETS["default"]["oversample"]
 _UNSET: Any = object()
 #: Rows are encoded and written in chunks of this many vectors.
 WRITE_CHUNK = 65_536
-#: A filter that keeps at most this many rows is answered by exact rescoring of those rows.
-FILTER_EXACT_MAX = 20_000
+#: A filter that keeps at most this many rows is answered by rescoring exactly those rows (one matrix
+#: product per segment); above it the scan runs with the filter as a row mask.
+FILTER_EXACT_MAX = 4096
 #: At most this many vectors train the quantisers.
 TRAIN_MAX = 100_000
 
@@ -270,9 +272,9 @@ class Index:
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
         """Metric preprocessing of vectors and queries: cosine → unit norm (zero vectors stay zero)."""
-        if self._config.metric == "cosine":
-            norms = np.linalg.norm(x, axis=1, keepdims=True)
-            x = x / np.where(norms > 0, norms, 1).astype(np.float32)
+        if self._config.metric == "cosine":  # norms in float64: float32 squares overflow above ~1e19
+            norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+            x = (x / np.where(norms > 0, norms, 1)).astype(np.float32)
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def train(self, x: np.ndarray) -> Index:
@@ -428,8 +430,11 @@ class Index:
         c = self._config
         bpv = 0
         if self.is_trained:
+            # Bytes per vector that searches read: scan codes, rescore codes, and the exact norm for l2.
+            # IVF list ids are not counted: a segment's rows are sorted by list, so searches use the
+            # nlist + 1 list offsets (found by binary search once per segment), not the per-row ids.
             bpv = self._scan_q.code_size + (self._rescore_q.code_size if self._rescore_q else 0)
-            bpv += 4 * (self._ivf is not None) + 4 * (c.metric == "l2")
+            bpv += 4 * (c.metric == "l2")
         s.update({"count": len(self), "dim": c.dim, "metric": c.metric, "scan": c.scan, "rescore": c.rescore,
                   "ivf": None if c.ivf is None else dict(c.ivf.__dict__), "trained": self.is_trained,
                   "bytes_per_vector": bpv})
@@ -478,11 +483,20 @@ class Index:
         if k > n:
             raise InvalidInput(f"k={k} exceeds the number of vectors in the index ({n})")
         xq = self._prepare(xq)
+        with _threads_for(xq.shape[0] * n * self._probe_fraction(nprobe)):
+            return self._search(snap, xq, k, filter, int(oversample), nprobe)
+
+    def _probe_fraction(self, nprobe: int | None) -> float:
+        if self._ivf is None:
+            return 1.0
+        return min(1.0, (nprobe or self._config.ivf.nprobe) / self._ivf.nlist)
+
+    def _search(self, snap: Any, xq: np.ndarray, k: int, filter: dict | None, oversample: int,
+                nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
         masks = snap.filter_masks(filter) if filter is not None else None
-        kk = k * int(oversample) if self._rescore_q is not None else k
+        kk = k * oversample if self._rescore_q is not None else k
         if masks is not None and sum(int(m.sum()) for m in masks) <= FILTER_EXACT_MAX:
-            refs = self._exact_candidates(snap, masks)
-            scores, refs = self._rescore(snap, xq, np.broadcast_to(refs, (xq.shape[0], refs.shape[0])), k)
+            scores, refs = self._filtered_exact(snap, xq, masks, k)
         else:
             scores, refs = self._scan(snap, xq, kk, masks, nprobe)
             if self._rescore_q is not None:
@@ -504,9 +518,11 @@ class Index:
         return dist, ids
 
     def _cache(self, seg: Any) -> _SegmentCache:
+        """Derived per-segment data, built once and published only when complete (searches run concurrently
+        from many threads; a racing second builder just does the same work)."""
         c = self._seg_cache.get(seg.name)
         if c is None:
-            c = self._seg_cache[seg.name] = _SegmentCache()
+            c = _SegmentCache()
             c.row_a, c.row_b = self._scanner.row_terms(seg.column("scan"))
             if self._ivf is not None:
                 lists = seg.extra("list")
@@ -515,7 +531,8 @@ class Index:
                 c.norm2 = np.asarray(seg.extra("norm2"), dtype=np.float32)
             if len(self._seg_cache) > 4096:  # bounded: forget the oldest entries
                 for key in list(self._seg_cache)[:1024]:
-                    del self._seg_cache[key]
+                    self._seg_cache.pop(key, None)
+            self._seg_cache[seg.name] = c
         return c
 
     def _scan(self, snap: Any, xq: np.ndarray, kk: int, masks: list | None, nprobe: int | None):
@@ -555,9 +572,24 @@ class Index:
                 best_v, best_r = merge_topk(best_v, best_r, v, r, kk)
         return best_v, best_r
 
-    def _exact_candidates(self, snap: Any, masks: list) -> np.ndarray:
-        refs = [np.flatnonzero(m).astype(np.int64) | (si << _SEG_SHIFT) for si, m in enumerate(masks)]
-        return np.concatenate(refs) if refs else np.zeros(0, dtype=np.int64)
+    def _filtered_exact(self, snap: Any, xq: np.ndarray, masks: list, k: int):
+        """Score every selected row with the finest reconstruction (BLAS products), keep the best k."""
+        scores, refs = [], []
+        for si, mask in enumerate(masks):
+            rows = np.flatnonzero(mask)
+            if rows.size == 0:
+                continue
+            seg = snap.segments[si]
+            s = 0
+            for q, column in self._reconstruction_parts():
+                s = s + q.work_queries(xq) @ q.decode_work(np.asarray(seg.column(column)[rows])).T
+            if self.metric == "l2":
+                s = 2 * s - self._cache(seg).norm2[rows][None, :]
+            scores.append(np.asarray(s, dtype=np.float32))
+            refs.append(np.broadcast_to(rows.astype(np.int64) | (si << _SEG_SHIFT), s.shape))
+        if not scores:
+            return np.full((xq.shape[0], k), -np.inf, np.float32), np.full((xq.shape[0], k), -1, np.int64)
+        return _topk_of(np.concatenate(scores, axis=1), np.concatenate(refs, axis=1), k)
 
     def _score_refs(self, snap: Any, xq: np.ndarray, refs: np.ndarray, q: Quantizer, column: str):
         """⟨q_i, decode(code of refs[i, j])⟩ for a (nq, m) array of row refs (−1 = none → −inf).
@@ -660,6 +692,27 @@ class Index:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = sum(q.decode(rows.columns[column]) for q, column in self._reconstruction_parts())
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+#: Searches expected to score fewer (query, row) pairs than this run all kernels on the calling thread.
+SINGLE_THREAD_WORK = 1_000_000
+
+
+@contextlib.contextmanager
+def _threads_for(work: float):
+    """Run small searches single-threaded: waking numba's pool costs more than the work (tens of µs when
+    idle, milliseconds on a loaded machine).  ``numba.set_num_threads`` is per calling thread."""
+    if work >= SINGLE_THREAD_WORK:
+        yield
+        return
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def _topk_of(scores: np.ndarray, refs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import NonFiniteInput
 from .base import Quantizer
 from .registry import register
 
@@ -22,6 +23,11 @@ class Float16(Quantizer):
         return 2 * self._d_work
 
     def _encode(self, xw: np.ndarray) -> np.ndarray:
+        big = np.abs(xw) > np.finfo(np.float16).max
+        if big.any():
+            row = int(np.flatnonzero(big.any(axis=1))[0])
+            raise NonFiniteInput(f"values beyond the float16 range (±65504) in row {row}; scale the vectors "
+                                 f"or use another quantiser")
         return xw.astype("<f2").view(np.uint8)
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ from typing import Literal
 import numba
 import numpy as np
 
-from ..errors import InvalidInput, InvalidSpec
+from ..errors import DimensionMismatch, InvalidInput, InvalidSpec
 from ..kernels.trellis import decode_blocks, unpack_states, viterbi_encode
 from ..kernels.trellis import pack_states as _pack_states_kernel
 from .base import Quantizer, check_choice
@@ -363,9 +363,13 @@ class TrellisQuantizer(Quantizer):
     def encode_states(self, xw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Viterbi-encode work-domain rows: (states int32 (n·nblocks, steps), scales float32 (n·nblocks,)).
 
+        ``xw`` is float32 (n, d_work) as returned by :meth:`to_work` (RHT and padding applied).
         Each block is reconstructed as ``scales[i] · table[:, states[i]]``; the states form a
         tail-biting path, so :func:`vqsearch.kernels.trellis.pack_states` stores them losslessly.
         """
+        self._require_fitted()
+        if xw.ndim != 2 or xw.shape[1] != self._d_work:
+            raise DimensionMismatch(f"work rows must have width {self._d_work}, got shape {xw.shape}")
         nb, T = xw.shape[0] * self._nblocks, self._block
         blocks = np.ascontiguousarray(xw, dtype=np.float32).reshape(nb, T)
         gamma = self.effective_gain

@@ -237,11 +237,12 @@ def _plan(
         rms2_of[e.name] = float(np.mean(np.square(w, dtype=np.float64)))
         rms = float(np.sqrt(rms2_of[e.name]))
         if mode == "fisher":
-            f = _fisher(stats, e.name)
-            if f is None or not f > 0:
+            s = _fisher(stats, e.name)
+            if s is None:
                 log.warning("no Fisher statistic for %s; using the smallest measured one", e.name)
-                f = None
-            s = f
+            elif s == 0:
+                log.info("%s has zero Fisher information (unused by the calibration objective): "
+                         "it gets the cheapest candidate", e.name)
         else:
             s = 1.0 / (e.numel * rms * rms) if rms > 0 else 0.0
         sens[e.name] = s if s is not None else float("nan")
@@ -258,7 +259,7 @@ def _plan(
     finite = [v for v in sens.values() if v == v and v > 0]
     floor = min(finite) if finite else 1.0
     for name, opts in options.items():
-        s = sens[name] if sens[name] == sens[name] and sens[name] > 0 else floor
+        s = sens[name] if sens[name] == sens[name] else floor
         sens[name] = s
         e = source.entry(name)
         for o in opts:
