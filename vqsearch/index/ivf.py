@@ -49,7 +49,7 @@ class IVFConfig:
     hnsw: bool | str = "auto"
     hnsw_min_nlist: int = 4096
     train_size: int = 262_144
-    niter: int = 20
+    niter: int = 10
     seed: int = 0
     auto_min_vectors: int = 20_000
 
