@@ -572,3 +572,26 @@ def test_corrupt_deletion_file_and_blob(tmp_path):
     blob.write_bytes(b"tampered")
     with pytest.raises(CorruptData, match=rf"blob .*{blob.name} does not match its sha256"):
         Store.open(root, read_only=True)
+
+
+def test_cluster_by_keeps_rows_grouped_through_writes_and_compaction(tmp_path):
+    cfg = StoreConfig(code_columns={"c": 1}, dim=2, extra_columns={"list": "int32"}, cluster_by="list",
+                      policy=StorePolicy(merge_fanout=2))
+    rng = np.random.default_rng(0)
+    with Store.create(tmp_path / "s", cfg) as st:
+        for b in range(5):
+            lists = rng.integers(0, 7, size=50).astype(np.int32)
+            ids = np.arange(b * 50, (b + 1) * 50, dtype=np.uint64)
+            st.write(ids, {"c": ids.astype(np.uint8)[:, None]}, extra={"list": lists},
+                     metadata={"orig": lists.astype(np.int64)})
+        st.compact()
+        snap = st.snapshot()
+        for seg in snap.segments:
+            lists = np.asarray(seg.extra("list"))
+            assert (np.diff(lists) >= 0).all(), "rows of a segment must be sorted by the cluster column"
+            # every row kept its own values: code byte = id, metadata = its list
+            np.testing.assert_array_equal(np.asarray(seg.column("c"))[:, 0], np.asarray(seg.ids).astype(np.uint8))
+            np.testing.assert_array_equal(seg.metadata_table().column("orig").to_numpy(), lists)
+        assert snap.num_rows == 250
+    with pytest.raises(InvalidInput, match="cluster_by='nope' must name a declared extra column"):
+        Store.create(tmp_path / "t", StoreConfig(code_columns={"c": 1}, dim=2, extra_columns={}, cluster_by="nope"))

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from .config import Layout, StorePolicy
 from .manifest import SegmentEntry
-from .segment import Segment, write_segment
+from .segment import Segment, take_rows, write_segment
 from .snapshot import SegmentView
 
 TIER_BASE_BYTES = 4096
@@ -126,10 +126,6 @@ def _write_group(root: Path, group: list[tuple[SegmentView, np.ndarray]], *, lay
         metadata = pa.concat_tables([v.metadata_table().take(pa.array(i)) for v, i in group]).combine_chunks()
     if layout.cluster_by is not None:  # merged rows must stay grouped by the cluster key
         order = np.argsort(extra[layout.cluster_by], kind="stable")
-        ids = ids[order]
-        columns = {k: v[order] for k, v in columns.items()}
-        vectors = None if vectors is None else vectors[order]
-        extra = {k: v[order] for k, v in extra.items()}
-        metadata = None if metadata is None else metadata.take(pa.array(order))
+        ids, columns, vectors, extra, metadata = take_rows(order, ids, columns, vectors, extra, metadata)
     return write_segment(root, layout=layout, version=version, ids=ids, columns=columns, vectors=vectors,
                          extra=extra, metadata=metadata, codecs=codecs, blob_hashes=blob_hashes)

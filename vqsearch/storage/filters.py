@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from ..errors import InvalidInput
 from .config import numpy_dtype
+from .schema import type_family
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin")
 _ORDER_OPS = ("gt", "gte", "lt", "lte")
@@ -162,19 +163,11 @@ def _field(name: object, cond: object, schema: pa.Schema | None, fields: set[str
 
 
 def _kind(t: pa.DataType) -> str | None:
-    if pa.types.is_integer(t):
-        return "int"
-    if pa.types.is_floating(t):
-        return "float"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "str"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return "bytes"
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+    """Comparable kind of a column type, or None for types filters do not support."""
+    family = type_family(t) if not pa.types.is_dictionary(t) else None
+    if family in ("timestamp", "date"):
         return "time"
-    return None
+    return family if family in ("int", "float", "str", "bytes", "bool") else None
 
 
 def _leaf(name: str, ftype: pa.DataType, kind: str, op: str, value: object) -> _Node:

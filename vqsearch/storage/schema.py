@@ -79,9 +79,10 @@ def as_metadata_table(metadata: object, n: int) -> pa.Table | None:
     return table.replace_schema_metadata(None)
 
 
-def _family(t: pa.DataType) -> str:
+def type_family(t: pa.DataType) -> str:
+    """Coarse type family of an Arrow type (int, float, str, bytes, bool, null, timestamp, date, ...)."""
     if pa.types.is_dictionary(t):
-        return _family(t.value_type)
+        return type_family(t.value_type)
     if pa.types.is_integer(t):
         return "int"
     if pa.types.is_floating(t):
@@ -117,7 +118,7 @@ def conform_metadata(table: pa.Table, declared: pa.Schema | None) -> tuple[pa.Ta
         col = table.column(field.name)
         src, dst = col.type, field.type
         if src != dst:
-            fs, fd = _family(src), _family(dst)
+            fs, fd = type_family(src), type_family(dst)
             if not (fs == fd or fs == "null" or (fs == "int" and fd == "float")):
                 raise InvalidInput(f"metadata column {field.name!r} has type {src}, expected {dst}")
             try:

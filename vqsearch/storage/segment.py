@@ -75,6 +75,13 @@ def _fixed_list(values: np.ndarray, width: int) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width)
 
 
+def take_rows(order: np.ndarray, ids: np.ndarray, columns: dict, vectors: np.ndarray | None, extra: dict,
+              metadata: pa.Table | None) -> tuple:
+    """The rows of a segment-to-be in the given order (used to keep rows clustered by a key column)."""
+    return (ids[order], {k: v[order] for k, v in columns.items()}, None if vectors is None else vectors[order],
+            {k: v[order] for k, v in extra.items()}, None if metadata is None else metadata.take(pa.array(order)))
+
+
 def write_segment(root: Path, *, layout: Layout, version: int, ids: np.ndarray,
                   columns: Mapping[str, np.ndarray], vectors: np.ndarray | None,
                   extra: Mapping[str, np.ndarray], metadata: pa.Table | None,

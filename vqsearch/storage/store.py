@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-import pyarrow as pa
 
 from .._validation import as_code_matrix
 from ..errors import (
@@ -72,7 +71,7 @@ from .manifest import (
     write_manifest,
 )
 from .schema import as_extra_columns, as_metadata_table, conform_metadata
-from .segment import Segment, write_segment
+from .segment import Segment, take_rows, write_segment
 from .snapshot import SegmentView, Snapshot, _preview, as_id_array
 
 log = logging.getLogger(__name__)
@@ -689,11 +688,7 @@ def _validate_batch(layout: Layout, ids: object, columns: object, vectors: objec
                          metadata_schema=schema)
     if layout.cluster_by is not None and n > 1:
         order = np.argsort(extras[layout.cluster_by], kind="stable")
-        q = q[order]
-        codes = {k: v[order] for k, v in codes.items()}
-        vecs = None if vecs is None else vecs[order]
-        extras = {k: v[order] for k, v in extras.items()}
-        table = None if table is None else table.take(pa.array(order))
+        q, codes, vecs, extras, table = take_rows(order, q, codes, vecs, extras, table)
     return _Batch(layout=layout, ids=q, columns=codes, vectors=vecs, extra=extras, metadata=table)
 
 
