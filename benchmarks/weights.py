@@ -76,6 +76,7 @@ CONFIGS: list[tuple[str, dict]] = [
     ("fisher alloc 2.0 +LDLQ", {"target_bits": 2.0, "calibration": True}),
     ("fisher alloc 2.5 +LDLQ", {"target_bits": 2.5, "calibration": True}),
     ("fisher alloc 3.0 +LDLQ", {"target_bits": 3.0, "calibration": True}),
+    ("fisher alloc 4.0 +LDLQ", {"target_bits": 4.0, "calibration": True}),
 ]
 
 

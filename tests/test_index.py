@@ -177,7 +177,7 @@ def test_presets_and_automatic_ivf():
     assert small.config.ivf.nlist == 1 and small.config.ivf.nprobe == 1  # below auto_min_vectors: flat
     big = Index.create(None, dim=16, preset="compact", ivf={"auto_min_vectors": 1000})
     big.add(clustered(4000, 16, seed=4))
-    assert big.config.ivf.nlist == 256 and big.config.ivf.nprobe == 64  # 4·√4000 ≈ 253 → 256 lists
+    assert big.config.ivf.nlist == 256 and big.config.ivf.nprobe == 96  # 4·√4000 ≈ 253 → 256 lists, probe 3/8
     assert big.config.rescore.startswith("e8:") and big.config.residual
     again = Index.open(big.path, read_only=True)
     assert again.config == big.config

@@ -40,8 +40,9 @@ FORMAT_VERSION = 1
 #: Named settings for :meth:`Index.create`, chosen from ``benchmarks/search.py`` on the shared
 #: Debian-MiniLM set (numbers in benchmarks/RESULTS.md).  Explicit arguments override a preset.
 PRESETS: dict[str, dict[str, Any]] = {
-    # ~250 bytes/vector: sign bits (RaBitQ) scan, residual 4-bit rescoring; recall@10 ≥ 0.95.
-    "default": {"scan": "binary", "rescore": "sq4", "ivf": "auto", "oversample": 10, "residual": True},
+    # 248 bytes/vector: sign bits (RaBitQ) scan, residual 4-bit E8P lattice rescoring; recall@10 ≥ 0.95.
+    "default": {"scan": "binary", "rescore": "e8p:bits=4,rht=true", "ivf": "auto", "oversample": 10,
+                "residual": True},
     # ~140 bytes/vector: residual 1.75-bit E8 lattice codes; keeps label@10 within ~0.01 of exact search.
     "compact": {"scan": "binary", "rescore": "e8:bits=1.75,rht=true,scale=vector", "ivf": "auto",
                 "oversample": 10, "residual": True},
@@ -101,10 +102,10 @@ class IndexConfig:
 class _SegmentCache:
     """Per-segment derived data that depends only on the immutable segment file."""
 
-    __slots__ = ("row_a", "row_b", "offsets", "norm2")
+    __slots__ = ("row_a", "row_b", "offsets", "norm2", "scan_data")
 
     def __init__(self) -> None:
-        self.row_a = self.row_b = self.offsets = self.norm2 = None
+        self.row_a = self.row_b = self.offsets = self.norm2 = self.scan_data = None
 
 
 class Index:
@@ -524,6 +525,7 @@ class Index:
         if c is None:
             c = _SegmentCache()
             c.row_a, c.row_b = self._scanner.row_terms(seg.column("scan"))
+            c.scan_data = self._scanner.segment_data(seg.column("scan"))
             if self._ivf is not None:
                 lists = seg.extra("list")
                 c.offsets = np.searchsorted(lists, np.arange(self._ivf.nlist + 1)).astype(np.int64)
@@ -564,7 +566,8 @@ class Index:
                 b = row_b if row_b.size else np.ones(seg.num_rows, np.float32)
                 a = row_a if row_a.size else np.zeros(seg.num_rows, np.float32)
                 row_a, row_b = (2 * a - cache.norm2).astype(np.float32), (2 * b).astype(np.float32)
-            v, r = self._scanner.scan(prep, seg.column("scan"), row_a, row_b, ranges, live, kk, 2.0 if l2 else 1.0)
+            v, r = self._scanner.scan(prep, seg.column("scan"), row_a, row_b, ranges, live, kk, 2.0 if l2 else 1.0,
+                                      cache.scan_data)
             r = np.where(r >= 0, r | (si << _SEG_SHIFT), -1)
             if best_v.shape[1] == 0:
                 best_v, best_r = v, r

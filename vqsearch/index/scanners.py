@@ -83,8 +83,13 @@ class Scanner:
         """Per-row (a, b) float32 arrays (empty = 0 / 1) for a segment's codes."""
         return EMPTY_F32, EMPTY_F32
 
+    def segment_data(self, codes: np.ndarray) -> object:
+        """Anything derived from a segment's codes once (e.g. a kernel-friendly layout); cached by the index."""
+        return None
+
     def scan(self, prep: Prepared, codes: np.ndarray, row_a: np.ndarray, row_b: np.ndarray,
-             ranges: np.ndarray, live: np.ndarray, kk: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+             ranges: np.ndarray, live: np.ndarray, kk: int, scale: float,
+             seg_data: object = None) -> tuple[np.ndarray, np.ndarray]:
         """Best ``kk`` rows per query over ``ranges`` of one segment → (scores, rows), (nq, kk) each.
 
         ``scale`` multiplies the per-query constants (2 for the l2 ranking 2⟨q,x⟩ − ‖x‖²).
@@ -102,7 +107,7 @@ class LutScanner(Scanner):
         qw = self.q.work_queries(xq)
         return Prepared(qw, np.zeros(qw.shape[0], np.float32), {"tables": self.tables(qw)})
 
-    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale):
+    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None):
         tables = prep.extra["tables"]
         bias = np.ascontiguousarray(np.broadcast_to((scale * prep.qconst)[:, None], ranges.shape[:2]),
                                     dtype=np.float32)
@@ -128,7 +133,7 @@ class DecodeScanner(Scanner):
     def prepare(self, xq: np.ndarray) -> Prepared:
         return Prepared(np.ascontiguousarray(xq, dtype=np.float32), np.zeros(xq.shape[0], np.float32))
 
-    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale):
+    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None):
         nq = prep.qw.shape[0]
         best_v = np.full((nq, 0), -np.inf, dtype=np.float32)
         best_r = np.full((nq, 0), -1, dtype=np.int64)
@@ -147,16 +152,12 @@ class DecodeScanner(Scanner):
         return best_v, best_r
 
 
-class BinaryScanner(LutScanner):
-    """RaBitQ for ``binary`` codes: ⟨q,x⟩ ≈ ⟨q,c⟩ + (r/(ρ√D)) · Σ_i q_i (2b_i − 1)."""
+class BinaryScanner(Scanner):
+    """RaBitQ for ``binary`` codes: ⟨q,x⟩ ≈ ⟨q,c⟩ + (r/(ρ√D)) · Σ_i q_i (2b_i − 1).
 
-    def tables(self, qw: np.ndarray) -> np.ndarray:
-        nbytes = self.q.nbytes
-        padded = np.zeros((qw.shape[0], nbytes * 8), dtype=np.float32)
-        padded[:, : qw.shape[1]] = qw
-        # Σ_t (2·bit_t − 1)·q_t = 2·(sum over set bits) − (sum over the byte's coordinates)
-        byte_sums = padded.reshape(qw.shape[0], nbytes, 8).sum(axis=2, keepdims=True)
-        return np.ascontiguousarray(bit_tables(padded, nbytes) * 2 - byte_sums, dtype=np.float32)
+    A Hamming pass over the sign bits (popcount over uint64 words) keeps ``4·kk`` rows; the unbiased
+    asymmetric estimate then picks ``kk`` of them.
+    """
 
     def prepare(self, xq: np.ndarray) -> Prepared:
         q = self.q
@@ -173,20 +174,27 @@ class BinaryScanner(LutScanner):
             coef = np.where(rho > 0, r / rho, 0.0) / np.sqrt(self.q._d_work)
         return EMPTY_F32, coef.astype(np.float32)
 
-    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale):
+    def segment_data(self, codes: np.ndarray) -> np.ndarray:
+        """The rows as uint64 words for the popcount pass: a zero-copy view when the code size is a multiple
+        of 8 bytes (e.g. 56 for 384-d), otherwise a padded copy of the sign bytes."""
+        codes = np.asarray(codes)
+        if codes.shape[1] % 8 == 0:
+            return codes.view(np.uint64)
         nbytes = self.q.nbytes
-        if codes.shape[1] % 8:  # no uint64 view of the rows: table scan over all rows
-            if "tables" not in prep.extra:
-                prep.extra["tables"] = self.tables(prep.qw)
-            return super().scan(prep, codes, row_a, row_b, ranges, live, kk, scale)
-        words = codes.view(np.uint64)
+        padded = np.zeros((codes.shape[0], (nbytes + 7) // 8 * 8), dtype=np.uint8)
+        padded[:, :nbytes] = codes[:, :nbytes]
+        return padded.view(np.uint64)
+
+    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None):
+        words = self.segment_data(codes) if seg_data is None else seg_data
+        nbytes = self.q.nbytes
         nwords = (nbytes + 7) // 8
-        tail = nbytes - 8 * (nwords - 1)  # sign bytes in the last word (little-endian: low bytes)
+        tail = nbytes - 8 * (nwords - 1)  # sign bytes in the last word (little-endian: the low bytes)
         last_mask = np.uint64((1 << (8 * tail)) - 1) if tail < 8 else np.uint64(0xFFFFFFFFFFFFFFFF)
         m = max(CASCADE_FACTOR * kk, 64)
         kernel = binary_cascade_topk if scanned_rows(ranges) >= PARALLEL_MIN_WORK else binary_cascade_topk_serial
-        return kernel(prep.qw, prep.extra["qwords"], words, nwords, last_mask, codes, nbytes, row_a,
-                                   row_b, (scale * prep.qconst).astype(np.float32), ranges, live, m, kk)
+        return kernel(prep.qw, prep.extra["qwords"], words, nwords, last_mask, codes, nbytes, row_a, row_b,
+                      (scale * prep.qconst).astype(np.float32), ranges, live, m, kk)
 
 
 class PQScanner(LutScanner):
