@@ -22,7 +22,9 @@ Baselines in the same table: round-to-nearest int4/int2 with float16 steps per 1
 rotation), absmean ternary (BitNet, one γ per row), and the same int formats with RHT + LDLQ
 (GPTQ with incoherence processing), the strongest scalar baseline we have.
 
-Run (≈ 25–40 min on 2 busy cores; each row prints as it finishes)::
+Runtime: 16 min for all rows on this 2-core machine when it was quiet (calibration 17 s, each row's
+compress 2–77 s plus ~20 s of embedding); expect 30–40 min when the cores are shared.  Rows print as
+they finish.  Run::
 
     python benchmarks/weights.py
     VQSEARCH_WEIGHTS_ONLY=e8p,fisher python benchmarks/weights.py   # rows whose label contains these
@@ -198,7 +200,9 @@ def main() -> None:
         for fmt, b in sorted(groups.items()):
             print(f"  {fmt}: {len(b)} tensors")
         for name, ch in alloc["choices"].items():
-            short = name.replace("encoder.layer.", "L").replace(".weight", "").replace("attention.", "")
+            short = (name.replace("encoder.layer.", "L").replace(".weight", "").replace("attention.self.", "")
+                     .replace("attention.output.dense", "attn_out").replace("output.dense", "ffn_out")
+                     .replace("intermediate.dense", "ffn_in"))
             print(f"  {short:32s} {ch['format'].split(',rht')[0]:18s} {ch['bits_per_param']:.3f} "
                   f"sens {ch['sensitivity']:.3g}")
 

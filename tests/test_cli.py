@@ -61,3 +61,11 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
     np.array([4, 1, 2], np.int32).tofile(bad)
     assert main(["build", str(tmp_path / "i"), "--input", str(bad)]) == 2
     assert "not a whole number" in capsys.readouterr().err
+
+
+def test_serve_and_weights_help_list_their_options(capsys):
+    for argv, option in ((["serve", "--help"], "--models-dir"), (["weights", "compress", "--help"], "--format")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+        assert option in capsys.readouterr().out

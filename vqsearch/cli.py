@@ -113,7 +113,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = Settings.load(data_dir=args.data, host=args.host, port=args.port, api_keys=tuple(args.api_key or ()),
                              read_only_keys=tuple(args.read_only_key or ()), search_threads=args.search_threads,
-                             demo_debian=args.demo_debian, log_level=args.log_level)
+                             demo_debian=args.demo_debian, models_dir=args.models_dir, log_level=args.log_level)
     serve(settings)
     return 0
 
@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--search-threads", type=int, default=None, help="search worker threads (default 8)")
     s.add_argument("--demo-debian", default=None, metavar="DIR",
                    help="serve the Debian-MiniLM set in DIR (texts.parquet + base.f16.npy) as collection 'debian'")
+    s.add_argument("--models-dir", default=None, metavar="DIR",
+                   help="directory of compressed models served under /v1/models (env VQSEARCH_MODELS_DIR)")
     s.add_argument("--log-level", default=None, help="log level (default info)")
     s.set_defaults(func=_cmd_serve)
 
