@@ -67,7 +67,8 @@ def label_at(ids: np.ndarray, labels: np.ndarray, k: int = K) -> float:
 
 def measure(search: Callable[[np.ndarray], np.ndarray], xq: np.ndarray) -> dict[str, float]:
     """Batch QPS (warm-up dropped) and single-query latency percentiles of ``search(xq) -> ids``."""
-    search(xq[:50])  # warm-up: numba compilation, page faults
+    search(xq)  # warm-up: numba compilation of both the batch (parallel) and the single-query (serial) kernels,
+    search(xq[:1])  # page faults, segment caches
     t0 = time.perf_counter()
     ids = search(xq)
     qps = len(xq) / (time.perf_counter() - t0)
