@@ -204,3 +204,15 @@ def test_scan_estimates_match_quantiser(scan, data):
     np.testing.assert_allclose(scores, np.take_along_axis(ref, rows, axis=1), rtol=1e-4, atol=1e-4)
     assert np.all(np.take_along_axis(ref, rows, axis=1)[:, -1] >= np.sort(ref, axis=1)[:, -20] - 1e-4)
     assert type(scanner_for(q)).__name__ != "DecodeScanner" or scan in ("ternary:packing=base3", "sq4", "e8p")
+
+
+def test_hnsw_centroid_probing_matches_brute_force(rng):
+    from vqsearch.index.ivf import CoarseQuantizer, IVFConfig
+
+    centroids = rng.standard_normal((300, 24)).astype(np.float32)
+    xq = rng.standard_normal((50, 24)).astype(np.float32)
+    for metric in ("ip", "l2"):
+        brute = CoarseQuantizer(centroids, metric, IVFConfig(nlist=300, hnsw=False)).probe(xq, 10)
+        graph = CoarseQuantizer(centroids, metric, IVFConfig(nlist=300, hnsw=True)).probe(xq, 10)
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(brute, graph)])
+        assert overlap >= 0.95, f"{metric}: hnswlib probing found {overlap:.3f} of the exact nearest lists"

@@ -305,23 +305,23 @@ class Index:
         """Fitted quantiser states (blobs) for prepared training vectors, and the config with automatic
         settings (IVF list count) resolved for them."""
         n_train = x.shape[0]
+        cfg = self._config
+        blobs = {}
+        if cfg.ivf is not None:  # k-means samples up to ivf.train_size itself (faiss wants ~39 points per list)
+            cfg = replace(cfg, ivf=cfg.ivf.resolved(n_train))
+            blobs["ivf"] = CoarseQuantizer.train(x, cfg.metric, cfg.ivf).to_bytes()
         if x.shape[0] > TRAIN_MAX:
             x = x[np.sort(np.random.default_rng(0).choice(x.shape[0], TRAIN_MAX, replace=False))]
-        cfg = self._config
-        if cfg.ivf is not None:
-            cfg = replace(cfg, ivf=cfg.ivf.resolved(n_train))
         scan_q = quantizers.get(cfg.scan)
         rescore_q = self._rescore_quantizer() if cfg.rescore else None
         for q in (scan_q, rescore_q):
             if q is not None and x.shape[0] < q.min_train:
                 raise EmptyInput(f"{q.spec} needs at least {q.min_train} training vectors, got {x.shape[0]}; "
                                  f"add a larger first batch or call Index.train(sample)")
-        blobs = {"scan": scan_q.fit(x).to_bytes()}
+        blobs["scan"] = scan_q.fit(x).to_bytes()
         if rescore_q is not None:
             target = x - scan_q.decode(scan_q.encode(x)) if cfg.residual else x
             blobs["rescore"] = rescore_q.fit(target).to_bytes()
-        if cfg.ivf is not None:
-            blobs["ivf"] = CoarseQuantizer.train(x, cfg.metric, cfg.ivf).to_bytes()
         return blobs, cfg
 
     # ------------------------------------------------------------ writes

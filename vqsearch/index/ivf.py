@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import threading
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -92,8 +93,9 @@ class CoarseQuantizer:
         self.cfg = cfg
         self.nlist = self.centroids.shape[0]
         self._c_norm2 = np.einsum("ij,ij->i", self.centroids, self.centroids)
-        use = cfg.hnsw if cfg.hnsw != "auto" else self.nlist >= cfg.hnsw_min_nlist
-        self._graph = self._build_graph() if use else None
+        self._use_graph = cfg.hnsw if cfg.hnsw != "auto" else self.nlist >= cfg.hnsw_min_nlist
+        self._graph = None  # built on first probe, so that opening an index stays fast
+        self._graph_lock = threading.Lock()
 
     @classmethod
     def train(cls, x: np.ndarray, metric: str, cfg: IVFConfig) -> CoarseQuantizer:
@@ -135,9 +137,12 @@ class CoarseQuantizer:
     def probe(self, xq: np.ndarray, nprobe: int) -> np.ndarray:
         """The ``nprobe`` nearest lists of each query, int64 (nq, nprobe), nearest first."""
         nprobe = min(nprobe, self.nlist)
-        if self._graph is not None:
-            self._graph.set_ef(max(2 * nprobe, 64))
-            labels, _ = self._graph.knn_query(xq, k=nprobe, num_threads=-1)
+        if self._use_graph:
+            with self._graph_lock:
+                if self._graph is None:
+                    self._graph = self._build_graph()
+                self._graph.set_ef(max(2 * nprobe, 64))
+                labels, _ = self._graph.knn_query(xq, k=nprobe, num_threads=-1)
             return labels.astype(np.int64)
         s = self._scores(xq)
         part = np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe]
