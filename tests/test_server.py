@@ -34,6 +34,7 @@ from vqsearch.server.embedders import EmbedderFactory
 import vqsearch
 from vqsearch.cli import main as cli_main
 from vqsearch.errors import MissingDependency
+from vqsearch.index.index import PRESETS
 
 from .conftest import clustered
 
@@ -286,7 +287,8 @@ def test_create_collection_validation_is_422(admin: httpx.Client, body: dict, me
 
 
 @pytest.mark.parametrize(("options", "expected"), [
-    ({}, {"scan": "binary", "rescore": "sq4", "residual": True}),  # the library's default preset
+    ({}, {"scan": PRESETS["default"]["scan"], "rescore": PRESETS["default"]["rescore"],
+          "residual": True}),  # the library's default preset
     ({"preset": "accurate"}, {"rescore": "float16", "residual": False}),
     ({"rescore": None, "ivf": None}, {"rescore": None, "ivf": None, "residual": False}),
     ({"scan": "ternary", "oversample": 4, "ivf": {"nlist": 8, "nprobe": 2}},
