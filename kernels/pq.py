@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ._variants import variant
 from .popcount import use_parallel
 
 
@@ -51,8 +52,7 @@ def _adc4_query(t: np.ndarray, codes: np.ndarray, out: np.ndarray) -> None:
         out[i] = s
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def adc_scan8(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
+def _adc_scan8(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Sum of 8-bit table look-ups.
 
     .. math:: S_{r,i} = \\sum_{p<m} \\mathrm{lut}_{r,\\,p,\\,\\mathrm{codes}_{i,p}}
@@ -67,17 +67,7 @@ def adc_scan8(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True)
-def adc_scan8_serial(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """:func:`adc_scan8` on one thread."""
-    out = np.empty((lut.shape[0], codes.shape[0]), dtype=np.float32)
-    for r in range(lut.shape[0]):
-        _adc8_query(lut[r], codes, out[r])
-    return out
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def adc_scan4(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
+def _adc_scan4(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """Sum of 4-bit table look-ups over nibble-packed codes.
 
     .. math:: S_{r,i} = \\sum_{p<m} \\mathrm{lut}_{r,\\,p,\\,c_{i,p}},\\quad
@@ -92,13 +82,10 @@ def adc_scan4(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True)
-def adc_scan4_serial(lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """:func:`adc_scan4` on one thread."""
-    out = np.empty((lut.shape[0], codes.shape[0]), dtype=np.float32)
-    for r in range(lut.shape[0]):
-        _adc4_query(lut[r], codes, out[r])
-    return out
+adc_scan8 = variant(_adc_scan8, "adc_scan8", parallel=True)
+adc_scan8_serial = variant(_adc_scan8, "adc_scan8_serial")
+adc_scan4 = variant(_adc_scan4, "adc_scan4", parallel=True)
+adc_scan4_serial = variant(_adc_scan4, "adc_scan4_serial")
 
 
 def adc_scan(lut: np.ndarray, codes: np.ndarray, nbits: int) -> np.ndarray:
@@ -132,8 +119,7 @@ def _assign_rows(y, cent_t, cnorm, start, stop, out) -> None:
             out[i, p] = best
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def pq_assign(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarray:
+def _pq_assign(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarray:
     """Nearest codeword per sub-vector (PQ encoding), exhaustive.
 
     .. math:: c_{i,p} = \\arg\\min_k \\; \\|C_p[k]\\|^2 - 2\\langle y_{i,p}, C_p[k]\\rangle
@@ -154,9 +140,5 @@ def pq_assign(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarra
     return out
 
 
-@njit(cache=True, nogil=True)
-def pq_assign_serial(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarray:
-    """:func:`pq_assign` on one thread."""
-    out = np.empty((y.shape[0], cent_t.shape[0]), dtype=np.uint8)
-    _assign_rows(y, cent_t, cnorm, 0, y.shape[0], out)
-    return out
+pq_assign = variant(_pq_assign, "pq_assign", parallel=True)
+pq_assign_serial = variant(_pq_assign, "pq_assign_serial")

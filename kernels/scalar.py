@@ -27,6 +27,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._variants import variant
+
 _HALF = np.float32(0.5)
 
 
@@ -87,17 +89,8 @@ def _sse_rows(x, lo, step, inv, top, start, stop, acc) -> None:
 _BLOCK = 256
 
 
-@njit(cache=True, nogil=True)
-def sq_encode8_serial(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
-    """uint8 (n, d) levels in [0, 255] (formula in the module docstring)."""
-    out = np.empty(x.shape, dtype=np.uint8)
-    _encode8_rows(x, lo, inv, 0, x.shape[0], out)
-    return out
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def sq_encode8(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
-    """:func:`sq_encode8_serial` over row blocks in parallel."""
+def _sq_encode8(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """uint8 (n, d) levels in [0, 255] (formula in the module docstring), over row blocks."""
     n = x.shape[0]
     out = np.empty(x.shape, dtype=np.uint8)
     for b in prange((n + _BLOCK - 1) // _BLOCK):
@@ -105,17 +98,8 @@ def sq_encode8(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True)
-def sq_encode4_serial(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
+def _sq_encode4(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
     """uint8 (n, ceil(d/2)): levels in [0, 15], two per byte (even dimension in the low nibble)."""
-    out = np.empty((x.shape[0], (x.shape[1] + 1) // 2), dtype=np.uint8)
-    _encode4_rows(x, lo, inv, 0, x.shape[0], out)
-    return out
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def sq_encode4(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
-    """:func:`sq_encode4_serial` over row blocks in parallel."""
     n = x.shape[0]
     out = np.empty((n, (x.shape[1] + 1) // 2), dtype=np.uint8)
     for b in prange((n + _BLOCK - 1) // _BLOCK):
@@ -123,17 +107,8 @@ def sq_encode4(x: np.ndarray, lo: np.ndarray, inv: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, nogil=True)
-def sq_decode8_serial(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
+def _sq_decode8(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
     """float32 (n, d) = codes · step + lo; ``codes`` uint8 (n, w >= d), first d bytes read."""
-    out = np.empty((codes.shape[0], lo.shape[0]), dtype=np.float32)
-    _decode8_rows(codes, lo, step, 0, codes.shape[0], out)
-    return out
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def sq_decode8(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
-    """:func:`sq_decode8_serial` over row blocks in parallel."""
     n = codes.shape[0]
     out = np.empty((n, lo.shape[0]), dtype=np.float32)
     for b in prange((n + _BLOCK - 1) // _BLOCK):
@@ -141,22 +116,24 @@ def sq_decode8(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarra
     return out
 
 
-@njit(cache=True, nogil=True)
-def sq_decode4_serial(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
+def _sq_decode4(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
     """float32 (n, d) from nibble-packed codes uint8 (n, w >= ceil(d/2))."""
-    out = np.empty((codes.shape[0], lo.shape[0]), dtype=np.float32)
-    _decode4_rows(codes, lo, step, 0, codes.shape[0], out)
-    return out
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def sq_decode4(codes: np.ndarray, lo: np.ndarray, step: np.ndarray) -> np.ndarray:
-    """:func:`sq_decode4_serial` over row blocks in parallel."""
     n = codes.shape[0]
     out = np.empty((n, lo.shape[0]), dtype=np.float32)
     for b in prange((n + _BLOCK - 1) // _BLOCK):
         _decode4_rows(codes, lo, step, b * _BLOCK, min(n, (b + 1) * _BLOCK), out)
     return out
+
+
+# One body each, compiled twice: parallel over row blocks, and serial for small batches.
+sq_encode8 = variant(_sq_encode8, "sq_encode8", parallel=True)
+sq_encode8_serial = variant(_sq_encode8, "sq_encode8_serial")
+sq_encode4 = variant(_sq_encode4, "sq_encode4", parallel=True)
+sq_encode4_serial = variant(_sq_encode4, "sq_encode4_serial")
+sq_decode8 = variant(_sq_decode8, "sq_decode8", parallel=True)
+sq_decode8_serial = variant(_sq_decode8, "sq_decode8_serial")
+sq_decode4 = variant(_sq_decode4, "sq_decode4", parallel=True)
+sq_decode4_serial = variant(_sq_decode4, "sq_decode4_serial")
 
 
 @njit(cache=True, nogil=True)
