@@ -165,7 +165,7 @@ class Index:
         residual:
             Rescore codes encode the residual ``x − decode(scan code)`` and rescoring uses the sum of both
             reconstructions (two-stage residual quantisation).  The scan code is stored anyway, so this
-            lowers the rescoring error at no extra bytes (≈ 2.7× lower for binary + 4-bit codes on MiniLM).
+            lowers the rescoring error at no extra bytes (2.5–2.7× lower for binary + 4-bit codes on MiniLM).
         """
         from ..storage import Store, StoreConfig
 
