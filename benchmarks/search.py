@@ -212,15 +212,14 @@ def filter_table(xb, xq, preset: str = "default") -> str:
 
 def kernel_table(xb, xq) -> str:
     """First-stage scan throughput on identical codes: vqsearch kernels vs FAISS (same run, same threads)."""
-    from vqsearch.kernels.scan import hamming_scan_topk
+    from vqsearch.kernels.scan import hamming_scan_topk, transpose_sign_words
 
 
     n, d = xb.shape
     rows = []
     bits = np.packbits(xb > 0, axis=1)
     qbits = np.packbits(xq > 0, axis=1)
-    nw = bits.shape[1] // 8
-    words = np.ascontiguousarray(bits).view(np.uint64)
+    words_t = transpose_sign_words(bits, bits.shape[1])  # the layout the binary scanner keeps per segment
     qwords = np.ascontiguousarray(qbits).view(np.uint64)
     ranges = np.zeros((len(xq), 1, 2), np.int64)
     ranges[:, 0, 1] = n
@@ -237,9 +236,9 @@ def kernel_table(xb, xq) -> str:
             out = min(out, time.perf_counter() - t)
         return out
 
-    t_vq = best_time(lambda: hamming_scan_topk(qwords, words, nw, ranges, live, K))
+    t_vq = best_time(lambda: hamming_scan_topk(qwords, words_t, ranges, live, K))
     t_fx = best_time(lambda: binf.search(qbits, K))
-    v_vq, _ = hamming_scan_topk(qwords, words, nw, ranges, live, K)
+    v_vq, _ = hamming_scan_topk(qwords, words_t, ranges, live, K)
     d_fx, _ = binf.search(qbits, K)
     same = "yes" if np.array_equal(-v_vq.astype(np.int64), d_fx.astype(np.int64)) else "no"
     rows.append(["Hamming top-10, 384-bit sign codes", len(xq) * n / t_vq / 1e6, len(xq) * n / t_fx / 1e6,

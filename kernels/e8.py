@@ -185,6 +185,23 @@ def e8p_encode_rows(x: np.ndarray, scale: np.ndarray, table: np.ndarray, norm2: 
             out[r, b] = _e8p_encode_block(y, table, norm2, odd, ay, neg)
 
 
+def _e8p_sign_table() -> np.ndarray:
+    """±1 patterns of an E8P code: float32 (2, 128, 8); entry [p, f] holds the signs for sign field f
+    with coordinate 0 negative iff p = 1 (p = parity(f) ⊕ odd[k]), so a block decodes as
+    ``mult · (S[k] ⊙ signs[p, f] + t)`` with no per-bit loop."""
+    out = np.ones((2, 128, 8), dtype=np.float32)
+    for f in range(128):
+        for i in range(1, 8):
+            if (f >> (7 - i)) & 1:
+                out[:, f, i] = -1.0
+    out[1, :, 0] = -1.0
+    return out
+
+
+_E8P_SIGNS = _e8p_sign_table()
+_PARITY7 = np.array([bin(f).count("1") & 1 for f in range(128)], dtype=np.int64)
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def e8p_decode_rows(codes: np.ndarray, table: np.ndarray, odd: np.ndarray, mult: np.ndarray,
                     out: np.ndarray) -> None:
@@ -192,27 +209,26 @@ def e8p_decode_rows(codes: np.ndarray, table: np.ndarray, odd: np.ndarray, mult:
 
     .. math:: out_{r, 8b+i} \\mathrel{+}= m_r\\,(\\sigma_i S_{k,i} + t)
 
-    with the bit layout in the module docstring.  Accumulating lets residual stages add
-    ``q2 / ρ`` onto the first stage without a temporary.  Input contract: ``codes`` uint16
-    (n, nb) (any contiguity); ``table`` float32 (256, 8); ``odd`` int64 (256,); ``mult``
-    float32 (n,); ``out`` float32 (n, 8·nb).
+    with the bit layout in the module docstring; the signs σ come from a 256-row table of ±1 patterns
+    indexed by (parity, sign field).  Accumulating lets residual stages add ``q2 / ρ`` onto the first
+    stage without a temporary.  Input contract: ``codes`` uint16 (n, nb) (any contiguity); ``table``
+    float32 (256, 8); ``odd`` int64 (256,); ``mult`` float32 (n,); ``out`` float32 (n, 8·nb).
     """
     n, nb = codes.shape
+    signs = _E8P_SIGNS
+    parity7 = _PARITY7
     for r in prange(n):
         m = mult[r]
+        o = out[r]
         for b in range(nb):
             c = np.int64(codes[r, b])
             k = c >> 8
             f = (c >> 1) & 127
             t = np.float32(0.25) if c & 1 else np.float32(-0.25)
-            par = odd[k]
-            for i in range(1, 8):
-                bit = (f >> (7 - i)) & 1
-                par ^= bit
-                a = table[k, i]
-                out[r, 8 * b + i] += m * ((-a if bit else a) + t)
-            a = table[k, 0]
-            out[r, 8 * b] += m * ((-a if par else a) + t)
+            sg = signs[parity7[f] ^ odd[k], f]
+            a = table[k]
+            for i in range(8):
+                o[8 * b + i] += m * (a[i] * sg[i] + t)
 
 
 # --------------------------------------------------------------------------- small tables

@@ -26,7 +26,7 @@ from numba import njit, prange
 
 from ._variants import variant
 from .popcount import popcount64
-from .topk import heap_replace_root, heap_to_sorted
+from .topk import heap_replace_root, heap_to_sorted, kth_largest
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -103,32 +103,144 @@ def lut_scan_topk_split(table, codes, row_a, row_b, ranges, bias, live, k, nchun
     return out_v, out_r
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def hamming_scan_topk(qwords, words, nwords, ranges, live, k):
-    """Best ``k`` rows per query by *smallest* Hamming distance over the first ``nwords`` words.
+# ------------------------------------------------------------------ sign-bit (binary) codes
+#
+# Binary scans read the sign bits in a *transposed* word layout, ``words_t`` uint64 (W, n): word t of
+# row i holds sign bytes 8t..8t+7 of that row (little-endian, as ``packed.view(np.uint64)`` reads them)
+# with every byte that is not a sign byte zeroed, and query words use the same layout.  The Hamming
+# pass then walks each word column contiguously, so LLVM vectorises it (``vpopcntq`` on AVX-512, a
+# popcount per 64-bit lane elsewhere) instead of reducing six words per row one row at a time.
 
-    Returned scores are ``-H`` (so larger is better, like every scan here).  ``qwords`` uint64 (nq, nwords).
+
+def transpose_sign_words(packed: np.ndarray, nbytes: int, pad: int = 0) -> np.ndarray:
+    """Sign bytes ``packed[:, :nbytes]`` (uint8 (n, ≥ nbytes)) → transposed words uint64 (W, n + pad)."""
+    n = packed.shape[0]
+    nwords = (nbytes + 7) // 8
+    buf = np.zeros((n, nwords * 8), dtype=np.uint8)
+    buf[:, :nbytes] = packed[:, :nbytes]
+    out = np.zeros((nwords, n + pad), dtype=np.uint64)
+    out[:, :n] = buf.view("<u8").T
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hamming_range(words_t, qq, start, count, out):
+    """out[j] = Hamming(query, row start + j) for j < count; vectorised over rows, one word column at a time."""
+    for j in range(count):
+        out[j] = 0
+    for t in range(words_t.shape[0]):
+        qt = qq[t]
+        col = words_t[t, start:start + count]
+        for j in range(count):
+            out[j] += popcount64(col[j] ^ qt)
+
+
+@njit(cache=True, nogil=True)
+def _compact(cand_h, cand_i, cand_s, nc, m, hist):
+    """Keep the ``m`` smallest of the ``nc`` buffered (distance, row, sum) triples, ties in buffer (scan) order.
+
+    Returns (m, T − 1) where T is the largest kept distance: every later row at distance ≥ T would lose
+    to the kept ones (ties go to the earlier row), so only rows below T may still enter.
+    """
+    hist[:] = 0
+    for j in range(nc):
+        hist[cand_h[j]] += 1
+    cum = 0
+    thr = 0
+    for h in range(hist.shape[0]):
+        if cum + hist[h] >= m:
+            thr = h
+            break
+        cum += hist[h]
+    take_eq = m - cum
+    scored = cand_s.shape[0] > 0
+    out = 0
+    for j in range(nc):
+        h = cand_h[j]
+        if h < thr or (h == thr and take_eq > 0):
+            if h == thr:
+                take_eq -= 1
+            cand_h[out] = h
+            cand_i[out] = cand_i[j]
+            if scored:
+                cand_s[out] = cand_s[j]
+            out += 1
+    return out, thr - 1
+
+
+#: Rows per Hamming chunk: a chunk's word columns (6 × 512 × 8 B for 384-bit codes) stay in L1 until its
+#: buffered rows are scored.
+_CHUNK_ROWS = 512
+
+
+@njit(cache=True, nogil=True)
+def _hamming_select(words_t, qq, ranges_q, live, m, cand_h, cand_i, cand_s, table, nbytes):
+    """The ``m`` rows of the query's ranges nearest in Hamming distance (fewer if fewer are live).
+
+    Writes (distance, row) pairs into ``cand_h``/``cand_i`` (capacity ≥ m + 2·_CHUNK_ROWS, scan order, ties
+    to the earlier row) and returns their count.  Distances are computed vectorised, a chunk of rows at a time;
+    a row is buffered only below the running threshold, which tightens every time the buffer fills
+    (:func:`_compact`), so after the first few thousand rows a row costs one comparison.  When ``cand_s``
+    is not empty, each buffered row's signed sum Σ_t q_t(2b_t − 1) (:func:`_signed_sum` with ``table``)
+    goes into it while the row's words are still in cache.
+    """
+    buf = np.empty(_CHUNK_ROWS, dtype=np.int16)
+    hist = np.empty(64 * words_t.shape[0] + 1, dtype=np.int64)
+    has_live = live.shape[0] > 0
+    scored = cand_s.shape[0] > 0
+    room = cand_h.shape[0] - _CHUNK_ROWS  # a chunk may append up to _CHUNK_ROWS rows before the next check
+    thr = 64 * words_t.shape[0]
+    nc = 0
+    for r in range(ranges_q.shape[0]):
+        for start in range(ranges_q[r, 0], ranges_q[r, 1], _CHUNK_ROWS):
+            count = min(_CHUNK_ROWS, ranges_q[r, 1] - start)
+            _hamming_range(words_t, qq, start, count, buf)
+            first = nc
+            for j in range(count):  # branch-free append: write always, advance when below the threshold
+                h = buf[j]
+                cand_h[nc] = h
+                cand_i[nc] = start + j
+                nc += h <= thr
+            if has_live or scored:  # drop deleted rows, score the rest (their words are still in cache)
+                kept = first
+                for t in range(first, nc):
+                    i = cand_i[t]
+                    if has_live and not live[i]:
+                        continue
+                    cand_h[kept] = cand_h[t]
+                    cand_i[kept] = i
+                    if scored:
+                        cand_s[kept] = _signed_sum(table, words_t, nbytes, i)
+                    kept += 1
+                nc = kept
+            if nc > room:
+                nc, thr = _compact(cand_h, cand_i, cand_s, nc, m, hist)
+    if nc > m:
+        nc, thr = _compact(cand_h, cand_i, cand_s, nc, m, hist)
+    return nc
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def hamming_scan_topk(qwords, words_t, ranges, live, k):
+    """Best ``k`` rows per query by *smallest* Hamming distance (ties: earlier scanned row first).
+
+    ``qwords`` uint64 (nq, W) and ``words_t`` (W, ≥ n) in the transposed layout above.  Returned scores are
+    ``-H`` (larger is better, like every scan here); rows −1 / scores −inf where fewer than k rows exist.
     """
     nq = qwords.shape[0]
     vals = np.full((nq, k), -np.inf, dtype=np.float32)
     rows = np.full((nq, k), -1, dtype=np.int64)
-    has_live = live.shape[0] > 0
+    cap = k + 2 * _CHUNK_ROWS
+    no_sums = np.empty(0, dtype=np.float32)
+    no_table = np.empty((0, 256), dtype=np.float32)
     for q in prange(nq):
-        hv = vals[q]
-        hr = rows[q]
-        qw = qwords[q]
-        for r in range(ranges.shape[1]):
-            for i in range(ranges[q, r, 0], ranges[q, r, 1]):
-                if has_live and not live[i]:
-                    continue
-                h = 0
-                w = words[i]
-                for t in range(nwords):
-                    h += popcount64(w[t] ^ qw[t])
-                s = np.float32(-h)
-                if s > hv[0]:
-                    heap_replace_root(hv, hr, s, i)
-        heap_to_sorted(hv, hr)
+        cand_h = np.empty(cap, dtype=np.int16)
+        cand_i = np.empty(cap, dtype=np.int64)
+        got = _hamming_select(words_t, qwords[q], ranges[q], live, k, cand_h, cand_i, no_sums, no_table, 0)
+        order = np.argsort(cand_h[:got], kind="mergesort")  # stable: equal distances keep scan order
+        for j in range(got):
+            vals[q, j] = -cand_h[order[j]]
+            rows[q, j] = cand_i[order[j]]
     return vals, rows
 
 
@@ -154,85 +266,105 @@ def _signed_byte_table(qrow, nbytes, table):
             size *= 2
 
 
-def _binary_cascade_topk(qw, qwords, words, nwords, last_mask, codes, nbytes, row_a, row_b, qconst, ranges, live, m,
-                         k):
+@njit(cache=True, nogil=True, inline="always")
+def _signed_sum(table, words_t, nbytes, i):
+    """Σ_t q_t (2 b_t − 1) for row i: one table lookup per sign byte, bytes read from the word columns.
+
+    Four partial sums keep the float additions out of one serial dependency chain; the words are
+    reinterpreted as int64 because numba's uint64 shift-and-mask index arithmetic is ~3× slower.
+    """
+    a0 = np.float32(0.0)
+    a1 = np.float32(0.0)
+    a2 = np.float32(0.0)
+    a3 = np.float32(0.0)
+    full = nbytes // 8
+    for t in range(full):
+        w = np.int64(words_t[t, i])
+        j = 8 * t
+        a0 += table[j, w & 255] + table[j + 4, (w >> 32) & 255]
+        a1 += table[j + 1, (w >> 8) & 255] + table[j + 5, (w >> 40) & 255]
+        a2 += table[j + 2, (w >> 16) & 255] + table[j + 6, (w >> 48) & 255]
+        a3 += table[j + 3, (w >> 24) & 255] + table[j + 7, (w >> 56) & 255]
+    if full < words_t.shape[0]:
+        w = np.int64(words_t[full, i])
+        for u in range(nbytes - 8 * full):
+            a0 += table[8 * full + u, (w >> (8 * u)) & 255]
+    return (a0 + a1) + (a2 + a3)
+
+
+@njit(cache=True, nogil=True)
+def _top_indices(scores, k):
+    """Indices of the ``k`` largest ``scores`` (all if fewer), best first, ties to the lower index.
+
+    A radix select finds the cut (:func:`~.topk.kth_largest`), then only the kept entries are sorted: for
+    a few hundred candidates this is several times faster than a bounded heap, whose sift-downs mispredict.
+    """
+    n = scores.shape[0]
+    if n <= k:
+        return np.argsort(-scores, kind="mergesort")
+    cut = kth_largest(scores.copy(), k)
+    take_eq = k
+    for j in range(n):
+        take_eq -= scores[j] > cut
+    picked = np.empty(n + 1, dtype=np.int64)
+    out = 0
+    for j in range(n):  # branch-free compaction: write always, advance when kept
+        v = scores[j]
+        eq = (v == cut) & (take_eq > 0)
+        take_eq -= eq
+        picked[out] = j
+        out += (v > cut) | eq
+    picked = picked[:k]
+    return picked[np.argsort(-scores[picked], kind="mergesort")]
+
+
+def _binary_cascade_topk(qw, qwords, words_t, nbytes, row_a, row_b, qconst, ranges, live, m, k, qc, level):
     """Two-pass scan of sign-bit codes: Hamming top-``m``, then the best ``k`` of those by RaBitQ estimate.
 
-    Pass 1 computes the Hamming distance between the query's sign bits (``qwords`` uint64 (nq, W)) and
-    every row in its ranges (first ``nwords`` words of ``words``; the last word is ANDed with
-    ``last_mask`` to drop bytes that are not sign bits) into a small int16 buffer plus a histogram of
-    distances, then selects the ``m`` smallest by the histogram threshold (no heap: Hamming distances
-    are small integers, ties at the threshold are taken in row order).  Pass 2 scores those rows with
-    the asymmetric estimator
+    Pass 1 keeps the ``m`` rows nearest in Hamming distance between the query's sign bits (``qwords``
+    uint64 (nq, W)) and every row in its ranges (``words_t``, transposed layout above), with a running
+    threshold instead of a heap (:func:`_hamming_select`; ties go to the earlier row).  Rows that enter its
+    buffer are then scored with the asymmetric estimator
 
-    .. math:: \\hat s = c_q + a_i + b_i \\sum_i q_i (2 x_i - 1)
+    .. math:: \\hat s = c_q + a_i + b_i \\sum_t q_t (2 x_t - 1)
 
-    through a per-query signed byte table, reading ``codes`` uint8 (n, ≥ nbytes).  ``qw`` float32
-    (nq, D) is the work-domain query.  Returns (scores, rows), (nq, k) each, best first.
+    through a per-query signed byte table, and the best ``k`` are cut by a partition (:func:`_top_indices`).
+    ``qw`` float32 (nq, D) is the work-domain query.
+
+    When ``level`` (float32 (n,)) is not empty, the third output holds ``qc[q] + level[i]·Σ_t q_t(2x_t − 1)``
+    for every kept row — the exact inner product with a reconstruction ``c + level_i·(2x − 1)`` — so a
+    later stage can reuse it instead of decoding the codes again.  Returns (scores, rows, ip), (nq, k) each,
+    best first.
     """
     nq = qw.shape[0]
     vals = np.full((nq, k), -np.inf, dtype=np.float32)
     rows = np.full((nq, k), -1, dtype=np.int64)
-    has_live = live.shape[0] > 0
+    ip = np.zeros((nq, k), dtype=np.float32)
     has_a = row_a.shape[0] > 0
-    nbits = 64 * nwords
+    has_level = level.shape[0] > 0
+    cap = m + 2 * _CHUNK_ROWS
     for q in prange(nq):
-        total = 0
-        for r in range(ranges.shape[1]):
-            total += ranges[q, r, 1] - ranges[q, r, 0]
-        dist = np.empty(total, dtype=np.int16)
-        hist = np.zeros(nbits + 2, dtype=np.int64)
-        qq = qwords[q]
-        pos = 0
-        for r in range(ranges.shape[1]):
-            for i in range(ranges[q, r, 0], ranges[q, r, 1]):
-                if has_live and not live[i]:
-                    dist[pos] = nbits + 1  # never selected
-                    pos += 1
-                    continue
-                w = words[i]
-                h = 0
-                for t in range(nwords - 1):
-                    h += popcount64(w[t] ^ qq[t])
-                h += popcount64((w[nwords - 1] ^ qq[nwords - 1]) & last_mask)
-                dist[pos] = h
-                hist[h] += 1
-                pos += 1
-        # threshold: the smallest T with at least m rows at distance ≤ T
-        cum = 0
-        thr = nbits
-        for h in range(nbits + 1):
-            cum += hist[h]
-            if cum >= m:
-                thr = h
-                break
-        take_eq = m - (cum - hist[thr]) if cum >= m else hist[thr]
         table = np.empty((nbytes, 256), dtype=np.float32)
         _signed_byte_table(qw[q], nbytes, table)
-        kv = vals[q]
-        kr = rows[q]
-        pos = 0
-        for r in range(ranges.shape[1]):
-            for i in range(ranges[q, r, 0], ranges[q, r, 1]):
-                h = dist[pos]
-                pos += 1
-                if h > thr:
-                    continue
-                if h == thr:
-                    if take_eq <= 0:
-                        continue
-                    take_eq -= 1
-                s = np.float32(0.0)
-                code = codes[i]
-                for j in range(nbytes):
-                    s += table[j, code[j]]
-                s = s * row_b[i] + qconst[q]
-                if has_a:
-                    s += row_a[i]
-                if s > kv[0]:
-                    heap_replace_root(kv, kr, s, i)
-        heap_to_sorted(kv, kr)
-    return vals, rows
+        cand_h = np.empty(cap, dtype=np.int16)
+        cand_i = np.empty(cap, dtype=np.int64)
+        cand_s = np.empty(cap, dtype=np.float32)
+        got = _hamming_select(words_t, qwords[q], ranges[q], live, m, cand_h, cand_i, cand_s[:0], table, nbytes)
+        est = np.empty(got, dtype=np.float32)
+        for j in range(got):
+            i = cand_i[j]
+            cand_s[j] = _signed_sum(table, words_t, nbytes, i)
+            est[j] = cand_s[j] * row_b[i] + qconst[q]
+            if has_a:
+                est[j] += row_a[i]
+        best = _top_indices(est, k)
+        for t in range(best.shape[0]):
+            j = best[t]
+            vals[q, t] = est[j]
+            rows[q, t] = cand_i[j]
+            if has_level:
+                ip[q, t] = qc[q] + level[cand_i[j]] * cand_s[j]
+    return vals, rows, ip
 
 
 lut_scan_topk = variant(_lut_scan_topk, "lut_scan_topk", parallel=True)

@@ -104,3 +104,40 @@ def _rows_dot_impl(a, ai, b, bi):
 #: out[t] = ⟨a[ai[t]], b[bi[t]]⟩ without materialising the gathered rows (rescoring of candidate lists).
 rows_dot = variant(_rows_dot_impl, "rows_dot", parallel=True, fastmath=True)
 rows_dot_serial = variant(_rows_dot_impl, "rows_dot_serial", fastmath=True)
+
+
+@njit(cache=True, nogil=True)
+def kth_largest(values, k):
+    """The k-th largest of the float32 ``values`` (1 ≤ k ≤ n; not NaN), in linear time without sorting.
+
+    Radix select on the order-preserving integer image of the floats, 11 + 11 + 10 bits: each pass is a
+    histogram (no data-dependent branches, unlike quickselect, whose mispredicted comparisons made it
+    ~10 ns per element here) and narrows the candidates to one bucket.
+    """
+    n = values.shape[0]
+    keys = np.empty(n, dtype=np.uint32)
+    bits = values.view(np.int32)
+    for j in range(n):
+        b = np.int64(bits[j])
+        keys[j] = np.uint32((~b) & 0xFFFFFFFF) if b < 0 else np.uint32(b | 0x80000000)
+    hist = np.empty(2048, dtype=np.int64)
+    prefix = np.uint32(0)
+    mask = np.uint32(0)
+    remaining = k
+    for shift, width in ((21, 11), (10, 11), (0, 10)):
+        hist[:] = 0
+        nb = 1 << width
+        for j in range(n):
+            key = keys[j]
+            if key & mask == prefix:
+                hist[(key >> np.uint32(shift)) & np.uint32(nb - 1)] += 1
+        bucket = nb - 1
+        while hist[bucket] < remaining:
+            remaining -= hist[bucket]
+            bucket -= 1
+        prefix |= np.uint32(bucket << shift)
+        mask |= np.uint32((nb - 1) << shift)
+    b = np.int64(prefix)
+    out = np.empty(1, dtype=np.int32)
+    out[0] = np.int32(b & 0x7FFFFFFF) if b & 0x80000000 else np.int32(~b)
+    return out.view(np.float32)[0]

@@ -10,6 +10,7 @@ from vqsearch.kernels.scan import (
     hamming_scan_topk,
     lut_scan_topk,
     lut_scan_topk_split,
+    transpose_sign_words,
 )
 from vqsearch.kernels.topk import merge_topk, topk_rows
 
@@ -75,30 +76,43 @@ def test_hamming_and_cascade_match_numpy(d, rng):
     packed = np.zeros((n, nwords * 8 + 8), np.uint8)  # + one trailing word of other data
     packed[:, :nbytes] = np.packbits(rng.random((n, d)) > 0.5, axis=1)
     packed[:, nwords * 8:] = 0xFF
-    words = packed.view(np.uint64)
     q = rng.standard_normal((nq, d)).astype(np.float32)
     qbits = np.zeros((nq, nwords * 8), np.uint8)
     qbits[:, :nbytes] = np.packbits(q > 0, axis=1)
     ham = (np.unpackbits(qbits[:, :nbytes], axis=1, count=d)[:, None, :]
            != np.unpackbits(packed[:, :nbytes], axis=1, count=d)[None]).sum(axis=2)
-    hv, hr = hamming_scan_topk(qbits.view(np.uint64), words, nwords, _full_ranges(nq, n), EMPTY_B, k)
+    words_t = transpose_sign_words(packed, nbytes)
+    hv, hr = hamming_scan_topk(qbits.view(np.uint64), words_t, _full_ranges(nq, n), EMPTY_B, k)
     np.testing.assert_array_equal(-hv, np.take_along_axis(ham, hr, axis=1))
-    # tie-aware: the k-th returned distance equals the k-th smallest distance
-    np.testing.assert_array_equal(-hv[:, -1], np.sort(ham, axis=1)[:, k - 1])
+    # ties: exactly the k smallest distances, equal distances in row order (a stable argsort)
+    ref_rows = np.argsort(ham, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(hr, ref_rows)
+    # deleted rows are never returned, and fewer live rows than k pad with -1
+    live = np.zeros(n, bool)
+    live[rng.choice(n, k - 2, replace=False)] = True
+    hv, hr = hamming_scan_topk(qbits.view(np.uint64), words_t, _full_ranges(nq, n), live, k)
+    np.testing.assert_array_equal(np.sort(hr[:, : k - 2], axis=1), np.tile(np.flatnonzero(live), (nq, 1)))
+    assert (hr[:, k - 2:] == -1).all() and np.isneginf(hv[:, k - 2:]).all()
 
     # cascade: Hamming top-m, then the best k of those by Σ q_i (2b_i − 1)·row_b + row_a + qconst.
     signs = np.unpackbits(packed[:, :nbytes], axis=1, count=d).astype(np.float64) * 2 - 1
     row_b = rng.uniform(0.5, 2, n).astype(np.float32)
     row_a = rng.standard_normal(n).astype(np.float32)
     qconst = rng.standard_normal(nq).astype(np.float32)
-    est = (q.astype(np.float64) @ signs.T) * row_b + row_a + qconst[:, None]
+    qc = rng.standard_normal(nq).astype(np.float32)
+    level = rng.uniform(0.01, 0.1, n).astype(np.float32)
+    signed = q.astype(np.float64) @ signs.T
+    est = signed * row_b + row_a + qconst[:, None]
+    recon_ip = qc[:, None] + signed * level  # ⟨q, c + level·(2b − 1)⟩ with ⟨q, c⟩ = qc
     ranges = np.array([[[0, n]], [[5, 203]], [[17, 18]]], np.int64)  # unaligned starts/stops and a 1-row range
     for fn in (binary_cascade_topk, binary_cascade_topk_serial):
-        vals, rows = fn(q, qbits.view(np.uint64), words, nwords, np.uint64(2**64 - 1), packed, nbytes, row_a, row_b,
-                        qconst, ranges, EMPTY_B, m, k)
+        vals, rows, ip = fn(q, qbits.view(np.uint64), words_t, nbytes, row_a, row_b, qconst, ranges, EMPTY_B, m, k,
+                            qc, level)
         ok = rows >= 0
         np.testing.assert_allclose(vals[ok], np.take_along_axis(est, np.where(ok, rows, 0), axis=1)[ok], rtol=1e-4,
                                    atol=1e-3)
+        np.testing.assert_allclose(ip[ok], np.take_along_axis(recon_ip, np.where(ok, rows, 0), axis=1)[ok],
+                                   rtol=1e-4, atol=1e-4)
         for qi in range(nq):
             lo, hi = ranges[qi, 0]
             in_range = np.zeros(n, bool)
@@ -127,3 +141,53 @@ def test_topk_rows_ties_and_merge(rng):
     m_v, m_i = merge_topk(a_v, a_i, b_v, b_i + 100, 10)
     np.testing.assert_array_equal(m_v, vals)
     np.testing.assert_array_equal(np.take_along_axis(scores, m_i, axis=1), vals)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 400, 1024])
+def test_kth_largest_matches_sort(n, rng):
+    from vqsearch.kernels.topk import kth_largest
+
+    for trial in range(20):
+        # ties, negative values, zeros of both signs and infinities all keep their float order
+        x = (rng.integers(-3, 4, n) if trial % 2 else rng.standard_normal(n) * 10).astype(np.float32)
+        if n > 3 and trial % 4 == 1:
+            x[:3] = [-0.0, np.inf, -np.inf]
+        ref = np.sort(x)[::-1]
+        for k in sorted({1, n, max(1, n // 2), max(1, n // 3)}):
+            assert kth_largest(x.copy(), k) == ref[k - 1]
+
+
+def test_select_lists_cut_ties_and_order(rng):
+    from vqsearch.kernels.ivf import select_lists, select_lists_serial
+
+    for trial in range(10):
+        scores = (rng.integers(0, 5, (6, 50)) if trial % 2 else rng.standard_normal((6, 50))).astype(np.float32)
+        bias = (rng.standard_normal(50) * (trial % 3 == 0)).astype(np.float32)
+        total = scores + bias
+        for nprobe in (1, 7, 49, 50, 80):
+            for fn in (select_lists, select_lists_serial):
+                got = fn(scores.copy(), bias, nprobe)
+                kept = min(nprobe, 50)
+                assert got.shape == (6, kept)
+                assert (np.diff(got, axis=1) > 0).all()  # ascending list ids, no repeats
+                for q in range(6):
+                    cut = np.sort(total[q])[::-1][kept - 1]
+                    assert (total[q, got[q]] >= cut).all()
+                    # ties at the cut go to the lowest ids
+                    above = np.flatnonzero(total[q] > cut)
+                    ties = np.flatnonzero(total[q] == cut)[: kept - above.size]
+                    np.testing.assert_array_equal(got[q], np.sort(np.concatenate([above, ties])))
+
+
+def test_probe_matches_exact_nearest_lists(rng):
+    from vqsearch.index.ivf import CoarseQuantizer, IVFConfig
+
+    centroids = rng.standard_normal((64, 16)).astype(np.float32)
+    xq = rng.standard_normal((9, 16)).astype(np.float32)
+    for metric in ("ip", "l2"):
+        got = CoarseQuantizer(centroids, metric, IVFConfig(nlist=64, hnsw=False)).probe(xq, 5)
+        if metric == "ip":
+            s = xq @ centroids.T
+        else:
+            s = -((xq[:, None, :] - centroids[None]) ** 2).sum(-1)
+        np.testing.assert_array_equal(got, np.sort(np.argsort(-s, axis=1)[:, :5], axis=1))

@@ -24,9 +24,9 @@ from typing import Any, Literal
 import numpy as np
 
 from .. import quantizers
+from .._blas import single_threaded_blas
 from .._validation import as_float_matrix
 from ..errors import EmptyInput, InvalidInput
-from ..kernels.topk import merge_topk, rows_dot, rows_dot_serial
 from ..quantizers.base import Quantizer
 from .ivf import CoarseQuantizer, IVFConfig
 from .scanners import Scanner, scanner_for
@@ -484,7 +484,7 @@ class Index:
         if k > n:
             raise InvalidInput(f"k={k} exceeds the number of vectors in the index ({n})")
         xq = self._prepare(xq)
-        with _threads_for(xq.shape[0] * n * self._probe_fraction(nprobe)):
+        with single_threaded_blas(), _threads_for(xq.shape[0] * n * self._probe_fraction(nprobe)):
             return self._search(snap, xq, k, filter, int(oversample), nprobe)
 
     def _probe_fraction(self, nprobe: int | None) -> float:
@@ -499,9 +499,9 @@ class Index:
         if masks is not None and sum(int(m.sum()) for m in masks) <= FILTER_EXACT_MAX:
             scores, refs = self._filtered_exact(snap, xq, masks, k)
         else:
-            scores, refs = self._scan(snap, xq, kk, masks, nprobe)
+            scores, refs, scan_ip = self._scan(snap, xq, kk, masks, nprobe)
             if self._rescore_q is not None:
-                scores, refs = self._rescore(snap, xq, refs, k)
+                scores, refs = self._rescore(snap, xq, refs, k, scan_ip)
         return self._finish(snap, xq, scores, refs)
 
     def _finish(self, snap: Any, xq: np.ndarray, scores: np.ndarray, refs: np.ndarray):
@@ -538,9 +538,9 @@ class Index:
         return c
 
     def _scan(self, snap: Any, xq: np.ndarray, kk: int, masks: list | None, nprobe: int | None):
+        """First stage → (scores, refs, ip): the best ``kk`` scan estimates per query over all segments, and
+        the exact ⟨q, decode(scan code)⟩ of those rows when the scanner provides it (else ``None``)."""
         nq = xq.shape[0]
-        best_v = np.full((nq, 0), -np.inf, dtype=np.float32)
-        best_r = np.full((nq, 0), -1, dtype=np.int64)
         probes = None
         if self._ivf is not None:
             nprobe = self._config.ivf.nprobe if nprobe is None else int(nprobe)
@@ -550,6 +550,7 @@ class Index:
             probes = self._ivf.probe(xq, min(nprobe, self._ivf.nlist))
         prep = self._scanner.prepare(xq)
         l2 = self.metric == "l2"
+        parts = []
         for si, seg in enumerate(snap.segments):
             if seg.num_rows == 0:
                 continue
@@ -568,14 +569,18 @@ class Index:
                 b = row_b if row_b.size else np.ones(seg.num_rows, np.float32)
                 a = row_a if row_a.size else np.zeros(seg.num_rows, np.float32)
                 row_a, row_b = (2 * a - cache.norm2).astype(np.float32), (2 * b).astype(np.float32)
-            v, r = self._scanner.scan(prep, seg.column("scan"), row_a, row_b, ranges, live, kk, 2.0 if l2 else 1.0,
-                                      cache.scan_data)
-            r = np.where(r >= 0, r | (si << _SEG_SHIFT), -1)
-            if best_v.shape[1] == 0:
-                best_v, best_r = v, r
-            else:
-                best_v, best_r = merge_topk(best_v, best_r, v, r, kk)
-        return best_v, best_r
+            v, r, ip = self._scanner.scan(prep, seg.column("scan"), row_a, row_b, ranges, live, kk,
+                                          2.0 if l2 else 1.0, cache.scan_data)
+            parts.append((v, np.where(r >= 0, r | (si << _SEG_SHIFT), -1), ip))
+        if not parts:
+            return np.full((nq, 0), -np.inf, np.float32), np.full((nq, 0), -1, np.int64), None
+        if len(parts) == 1:
+            return parts[0]
+        scores = np.concatenate([p[0] for p in parts], axis=1)
+        refs = np.concatenate([p[1] for p in parts], axis=1)
+        if any(p[2] is None for p in parts):
+            return (*_topk_of(scores, refs, kk), None)
+        return _topk_of(scores, refs, kk, np.concatenate([p[2] for p in parts], axis=1))
 
     def _filtered_exact(self, snap: Any, xq: np.ndarray, masks: list, k: int):
         """Score every selected row with the finest reconstruction (BLAS products), keep the best k."""
@@ -599,8 +604,8 @@ class Index:
     def _score_refs(self, snap: Any, xq: np.ndarray, refs: np.ndarray, q: Quantizer, column: str):
         """⟨q_i, decode(code of refs[i, j])⟩ for a (nq, m) array of row refs (−1 = none → −inf).
 
-        Each distinct candidate row is decoded once (in the quantiser's work domain, where the query
-        is rotated once too), then a gather-dot kernel scores every (query, candidate) pair.
+        Each distinct candidate row's code is read once; the quantiser scores every (query, candidate)
+        pair in its work domain, where the query is rotated once (:meth:`Quantizer.ip_pairs`).
         """
         qw = q.work_queries(xq)
         scores = np.full(refs.shape, -np.inf, dtype=np.float32)
@@ -611,10 +616,8 @@ class Index:
             sel = seg_of == si
             rows = refs[sel] & _ROW_MASK
             uniq, inv = np.unique(rows, return_inverse=True)
-            xw = q.decode_work(np.asarray(seg.column(column)[uniq]))
-            qi = np.nonzero(sel)[0]
-            dot = rows_dot if qi.size >= 4096 else rows_dot_serial
-            scores[sel] = dot(qw, qi.astype(np.int64), xw, inv.astype(np.int64).ravel())
+            qi = np.nonzero(sel)[0].astype(np.int64)
+            scores[sel] = q.ip_pairs(qw, qi, np.asarray(seg.column(column)[uniq]), inv.astype(np.int64).ravel())
         return scores
 
     def _reconstruction_parts(self) -> list[tuple[Quantizer, str]]:
@@ -625,10 +628,15 @@ class Index:
             return [(self._rescore_q, "rescore"), (self._scan_q, "scan")]
         return [(self._rescore_q, "rescore")]
 
-    def _rescore(self, snap: Any, xq: np.ndarray, refs: np.ndarray, k: int):
+    def _rescore(self, snap: Any, xq: np.ndarray, refs: np.ndarray, k: int, scan_ip: np.ndarray | None = None):
+        """Best ``k`` of the candidates ``refs`` by the finest reconstruction.  ``scan_ip`` (the scan's exact
+        ⟨q, decode(scan code)⟩ per candidate) replaces decoding the scan codes again in residual mode."""
         scores = None
         for q, column in self._reconstruction_parts():
-            part = self._score_refs(snap, xq, refs, q, column)
+            if column == "scan" and scan_ip is not None:
+                part = np.where(refs >= 0, scan_ip, -np.inf).astype(np.float32)
+            else:
+                part = self._score_refs(snap, xq, refs, q, column)
             scores = part if scores is None else scores + part
         if self.metric == "l2":
             scores = self._l2_ranking(snap, scores, refs)
@@ -720,13 +728,15 @@ def _threads_for(work: float):
         numba.set_num_threads(previous)
 
 
-def _topk_of(scores: np.ndarray, refs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best k per row of (scores, refs), descending; pads with (−inf, −1)."""
+def _topk_of(scores: np.ndarray, refs: np.ndarray, k: int, *payload: np.ndarray):
+    """Best k per row of (scores, refs), descending; pads with (−inf, −1).  Arrays in ``payload`` (same
+    shape) are reordered alongside and returned after (scores, refs), padded with 0."""
     nq, m = scores.shape
     if m < k:
         pad = k - m
         scores = np.concatenate([scores, np.full((nq, pad), -np.inf, np.float32)], axis=1)
         refs = np.concatenate([refs, np.full((nq, pad), -1, np.int64)], axis=1)
+        payload = tuple(np.concatenate([p, np.zeros((nq, pad), p.dtype)], axis=1) for p in payload)
         m = k
     if m > k:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -735,7 +745,9 @@ def _topk_of(scores: np.ndarray, refs: np.ndarray, k: int) -> tuple[np.ndarray, 
     s = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-s, axis=1, kind="stable")
     s = np.take_along_axis(s, order, axis=1)
-    r = np.take_along_axis(np.take_along_axis(refs, part, axis=1), order, axis=1)
-    r = np.where(np.isfinite(s), r, -1)
-    return s.astype(np.float32), r
 
+    def pick(a: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(np.take_along_axis(a, part, axis=1), order, axis=1)
+
+    r = np.where(np.isfinite(s), pick(refs), -1)
+    return (s.astype(np.float32), r, *(pick(p) for p in payload))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import CorruptData, InvalidInput
+from ..kernels.ivf import select_lists, select_lists_serial
 
 LOG = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class CoarseQuantizer:
         self.cfg = cfg
         self.nlist = self.centroids.shape[0]
         self._c_norm2 = np.einsum("ij,ij->i", self.centroids, self.centroids)
+        # probe ranks by ⟨q, c⟩ + bias: −‖c‖²/2 turns that into the L2 order
+        self._bias = (-0.5 * self._c_norm2 if metric == "l2" else np.zeros(self.nlist)).astype(np.float32)
         self._use_graph = cfg.hnsw if cfg.hnsw != "auto" else self.nlist >= cfg.hnsw_min_nlist
         self._graph = None  # built on first probe, so that opening an index stays fast
         self._graph_lock = threading.Lock()
@@ -134,8 +137,9 @@ class CoarseQuantizer:
             out[s:s + batch] = np.argmax(self._scores(x[s:s + batch]), axis=1)
         return out
 
-    def probe(self, xq: np.ndarray, nprobe: int) -> np.ndarray:
-        """The ``nprobe`` nearest lists of each query, int64 (nq, nprobe), nearest first."""
+    def probe(self, xq: np.ndarray, nprobe: int, batch: int = 4096) -> np.ndarray:
+        """The ``nprobe`` nearest lists of each query, int64 (nq, nprobe), in ascending list order (so that
+        a scan over them reads rows in storage order)."""
         nprobe = min(nprobe, self.nlist)
         if self._use_graph:
             with self._graph_lock:
@@ -143,11 +147,13 @@ class CoarseQuantizer:
                     self._graph = self._build_graph()
                 self._graph.set_ef(max(2 * nprobe, 64))
                 labels, _ = self._graph.knn_query(xq, k=nprobe, num_threads=-1)
-            return labels.astype(np.int64)
-        s = self._scores(xq)
-        part = np.argpartition(-s, nprobe - 1, axis=1)[:, :nprobe]
-        order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1)
-        return np.take_along_axis(part, order, axis=1).astype(np.int64)
+            return np.sort(labels.astype(np.int64), axis=1)
+        out = np.empty((xq.shape[0], nprobe), dtype=np.int64)
+        for s in range(0, xq.shape[0], batch):
+            scores = np.ascontiguousarray(xq[s:s + batch] @ self.centroids.T, dtype=np.float32)
+            select = select_lists if scores.shape[0] > 1 else select_lists_serial
+            out[s:s + batch] = select(scores, self._bias, nprobe)
+        return out
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()

@@ -11,10 +11,12 @@ the codes (RaBitQ factors, norms) and a kernel-computed sum S over code bytes.
 For the ``l2`` metric the index ranks by 2⟨q, x⟩ − ‖x‖², i.e. it rescales (a, b, c).
 
 * :class:`LutScanner` — one 256-entry table per code byte and query
-  (:func:`~vqsearch.kernels.scan.lut_scan_topk`); PQ and ternary codes.
+  (:func:`~vqsearch.kernels.scan.lut_scan_topk`); 8-bit PQ and ternary codes.
 * :class:`BinaryScanner` — sign bits: a popcount (Hamming) pass keeps ``4·kk`` rows,
   then RaBitQ's unbiased asymmetric estimate picks ``kk``
   (:func:`~vqsearch.kernels.scan.binary_cascade_topk`).
+* :class:`FastScanPQScanner` — 4-bit PQ codes: uint8 tables in SIMD registers, 64 lookups per
+  instruction (:mod:`~vqsearch.kernels.fastscan`).
 * :class:`DecodeScanner` — any other quantiser: decode blocks, multiply (slow, exact
   for the reconstruction).
 """
@@ -27,12 +29,14 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from ..kernels.fastscan import fastscan_topk, fastscan_topk_serial, ip_luts_u8, pack_fastscan
 from ..kernels.scan import (
     binary_cascade_topk,
     binary_cascade_topk_serial,
     lut_scan_topk,
     lut_scan_topk_serial,
     lut_scan_topk_split,
+    transpose_sign_words,
 )
 from ..kernels.topk import merge_topk, topk_rows
 from ..quantizers.base import Quantizer
@@ -89,10 +93,11 @@ class Scanner:
 
     def scan(self, prep: Prepared, codes: np.ndarray, row_a: np.ndarray, row_b: np.ndarray,
              ranges: np.ndarray, live: np.ndarray, kk: int, scale: float,
-             seg_data: object = None) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``kk`` rows per query over ``ranges`` of one segment → (scores, rows), (nq, kk) each.
+             seg_data: object = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Best ``kk`` rows per query over ``ranges`` of one segment → (scores, rows, ip), (nq, kk) each.
 
-        ``scale`` multiplies the per-query constants (2 for the l2 ranking 2⟨q,x⟩ − ‖x‖²).
+        ``scale`` multiplies the per-query constants (2 for the l2 ranking 2⟨q,x⟩ − ‖x‖²).  ``ip`` is the
+        exact ⟨q, decode(code)⟩ of each kept row when the scanner gets it for free, else ``None``.
         """
         raise NotImplementedError
 
@@ -113,12 +118,12 @@ class LutScanner(Scanner):
                                     dtype=np.float32)
         work = scanned_rows(ranges)
         if work < PARALLEL_MIN_WORK:
-            return lut_scan_topk_serial(tables, codes, row_a, row_b, ranges, bias, live, kk)
+            return (*lut_scan_topk_serial(tables, codes, row_a, row_b, ranges, bias, live, kk), None)
         if tables.shape[0] == 1:  # one query: split its rows over the threads
             v, r = lut_scan_topk_split(tables[0], codes, row_a, row_b, ranges[0], bias[0], live, kk,
                                        max(1, numba.get_num_threads()))
-            return v[None], r[None]
-        return lut_scan_topk(tables, codes, row_a, row_b, ranges, bias, live, kk)
+            return v[None], r[None], None
+        return (*lut_scan_topk(tables, codes, row_a, row_b, ranges, bias, live, kk), None)
 
 
 class DecodeScanner(Scanner):
@@ -149,14 +154,23 @@ class DecodeScanner(Scanner):
             v, c = topk_rows(np.ascontiguousarray(sc), min(kk, sc.shape[1]))
             c = np.where(np.isfinite(v), c + s, -1)
             best_v, best_r = merge_topk(best_v, best_r, v, c, kk)
-        return best_v, best_r
+        return best_v, best_r, None
+
+
+@dataclass
+class BinarySegment:
+    """A segment's sign codes laid out for the scan: transposed words and per-row reconstruction levels."""
+
+    words_t: np.ndarray  # uint64 (W, n), see kernels.scan.transpose_sign_words
+    level: np.ndarray  # float32 (n,): decode = c + level·(2b − 1)
 
 
 class BinaryScanner(Scanner):
     """RaBitQ for ``binary`` codes: ⟨q,x⟩ ≈ ⟨q,c⟩ + (r/(ρ√D)) · Σ_i q_i (2b_i − 1).
 
-    A Hamming pass over the sign bits (popcount over uint64 words) keeps ``4·kk`` rows; the unbiased
-    asymmetric estimate then picks ``kk`` of them.
+    A Hamming pass over the sign bits (vectorised popcount over transposed uint64 words) keeps
+    ``4·kk`` rows; the unbiased asymmetric estimate then picks ``kk``.  The scan also returns the exact
+    ⟨q, decode(code)⟩ of the kept rows, which residual rescoring adds instead of decoding the codes again.
     """
 
     def prepare(self, xq: np.ndarray) -> Prepared:
@@ -166,7 +180,7 @@ class BinaryScanner(Scanner):
         nwords = (q.nbytes + 7) // 8
         qbytes = np.zeros((qw.shape[0], nwords * 8), dtype=np.uint8)
         qbytes[:, : q.nbytes] = np.packbits(qw > 0, axis=1)
-        return Prepared(qw, qconst, {"qwords": qbytes.view(np.uint64)})
+        return Prepared(qw, qconst, {"qwords": qbytes.view("<u8")})
 
     def row_terms(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r, rho = self.q.factors(np.asarray(codes))
@@ -174,27 +188,18 @@ class BinaryScanner(Scanner):
             coef = np.where(rho > 0, r / rho, 0.0) / np.sqrt(self.q._d_work)
         return EMPTY_F32, coef.astype(np.float32)
 
-    def segment_data(self, codes: np.ndarray) -> np.ndarray:
-        """The rows as uint64 words for the popcount pass: a zero-copy view when the code size is a multiple
-        of 8 bytes (e.g. 56 for 384-d), otherwise a padded copy of the sign bytes."""
+    def segment_data(self, codes: np.ndarray) -> BinarySegment:
         codes = np.asarray(codes)
-        if codes.shape[1] % 8 == 0:
-            return codes.view(np.uint64)
-        nbytes = self.q.nbytes
-        padded = np.zeros((codes.shape[0], (nbytes + 7) // 8 * 8), dtype=np.uint8)
-        padded[:, :nbytes] = codes[:, :nbytes]
-        return padded.view(np.uint64)
+        r, rho = self.q.factors(codes)
+        level = (r * rho / np.float32(np.sqrt(self.q._d_work))).astype(np.float32)  # as BinaryQuantizer decodes
+        return BinarySegment(transpose_sign_words(codes, self.q.nbytes), level)
 
     def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None):
-        words = self.segment_data(codes) if seg_data is None else seg_data
-        nbytes = self.q.nbytes
-        nwords = (nbytes + 7) // 8
-        tail = nbytes - 8 * (nwords - 1)  # sign bytes in the last word (little-endian: the low bytes)
-        last_mask = np.uint64((1 << (8 * tail)) - 1) if tail < 8 else np.uint64(0xFFFFFFFFFFFFFFFF)
+        seg = self.segment_data(codes) if seg_data is None else seg_data
         m = max(CASCADE_FACTOR * kk, 64)
         kernel = binary_cascade_topk if scanned_rows(ranges) >= PARALLEL_MIN_WORK else binary_cascade_topk_serial
-        return kernel(prep.qw, prep.extra["qwords"], words, nwords, last_mask, codes, nbytes, row_a, row_b,
-                      (scale * prep.qconst).astype(np.float32), ranges, live, m, kk)
+        return kernel(prep.qw, prep.extra["qwords"], seg.words_t, self.q.nbytes, row_a, row_b,
+                      (scale * prep.qconst).astype(np.float32), ranges, live, m, kk, prep.qconst, seg.level)
 
 
 class PQScanner(LutScanner):
@@ -217,6 +222,36 @@ class PQScanner(LutScanner):
                         {"tables": np.ascontiguousarray(lut, dtype=np.float32)})
 
 
+class FastScanPQScanner(Scanner):
+    """4-bit ``pq``/``opq`` codes through the SIMD fast-scan kernel (:mod:`vqsearch.kernels.fastscan`).
+
+    Tables are quantised to uint8 per query and looked up 64 at a time with byte permutes; the scan
+    score is within M·Δ/2 of the float ADC score, which rescoring then refines.  Each segment's codes are
+    re-laid once into 32-row blocks (:func:`~vqsearch.kernels.fastscan.pack_fastscan`), cached by the index.
+    """
+
+    def prepare(self, xq: np.ndarray) -> Prepared:
+        q = self.q
+        qw = q._rotate(q.work_queries(xq))
+        lut_u8, scale, offset = ip_luts_u8(qw, q.centroids, parallel=qw.shape[0] > 1)
+        return Prepared(xq, np.zeros(xq.shape[0], np.float32), {"lut": lut_u8, "scale": scale, "offset": offset})
+
+    def segment_data(self, codes: np.ndarray) -> np.ndarray:
+        return pack_fastscan(np.asarray(codes)[:, : self.q.code_size])
+
+    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None):
+        blocks = self.segment_data(codes) if seg_data is None else seg_data
+        x = prep.extra
+        bias = np.zeros(ranges.shape[:2], dtype=np.float32)
+        kernel = fastscan_topk if scanned_rows(ranges) >= PARALLEL_MIN_WORK else fastscan_topk_serial
+        v, r = kernel(x["lut"], x["scale"], x["offset"], bias, blocks, codes.shape[0], ranges, live, row_a, row_b, kk)
+        return v, r, None
+
+
+def _pq_scanner(q: Quantizer) -> Scanner:
+    return FastScanPQScanner(q) if q.nbits == 4 else PQScanner(q)
+
+
 class TernaryScanner(LutScanner):
     """``ternary`` bitplane codes: ⟨q, α·t⟩ = α · (Σ_{t_i=+1} q_i − Σ_{t_i=−1} q_i), one table per plane byte."""
 
@@ -234,7 +269,7 @@ def _ternary_scanner(q: Quantizer) -> Scanner:
 
 
 _SCANNERS: dict[str, Callable[[Quantizer], Scanner]] = {
-    "binary": BinaryScanner, "pq": PQScanner, "opq": PQScanner, "ternary": _ternary_scanner,
+    "binary": BinaryScanner, "pq": _pq_scanner, "opq": _pq_scanner, "ternary": _ternary_scanner,
 }
 
 

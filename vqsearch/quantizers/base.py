@@ -202,6 +202,19 @@ class Quantizer:
         """
         return self.work_queries(xq) @ self.decode_work(codes).T
 
+    def ip_pairs(self, qw: np.ndarray, qi: np.ndarray, codes: np.ndarray, ri: np.ndarray) -> np.ndarray:
+        """Rescoring of candidate lists: ⟨qw[qi[p]], decode_work(codes[ri[p]])⟩ for every pair p, float32 (P,).
+
+        ``qw`` are work-domain queries (:meth:`work_queries`), ``codes`` the distinct candidate rows,
+        ``qi``/``ri`` int64 (P,).  Default: decode each row once, then a gather-dot kernel; families with a
+        fused decode-and-dot kernel override this.
+        """
+        from ..kernels.topk import rows_dot, rows_dot_serial
+
+        xw = self.decode_work(codes)
+        dot = rows_dot if qi.size >= 4096 else rows_dot_serial
+        return dot(qw, qi, xw, ri)
+
     # --------------------------------------------------------- to implement
     def _fit(self, xw: np.ndarray | None) -> None:  # pragma: no cover - trivial default
         pass

@@ -1,0 +1,50 @@
+"""Keep BLAS single-threaded while a search runs.
+
+OpenBLAS (numpy's BLAS) parks its worker threads in a busy-wait for a while after every multi-threaded
+call.  A search alternates small BLAS calls (IVF probing, query rotation) with numba kernels that want
+every core, and on a small machine the spinning BLAS workers take those cores: the scan after a
+multi-threaded probe ran ~1.7× slower on the 2-core benchmark box.  Inside :func:`single_threaded_blas`
+BLAS runs on the calling thread only; numba provides the parallelism.
+
+The limit is process-wide (BLAS has no per-thread setting), so it is reference-counted: concurrent
+searches share one limit and the previous setting comes back when the last of them leaves.  BLAS calls
+that other threads of the process make meanwhile also run single-threaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+_lock = threading.Lock()
+_depth = 0
+_restore = None  # the active threadpoolctl limiter, whose restore_original_limits() undoes it
+_controller = None
+
+
+def _limit():
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run the block with BLAS limited to one thread (re-entrant and thread-safe)."""
+    global _depth, _restore
+    with _lock:
+        if _depth == 0:
+            _restore = _limit()
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _restore.restore_original_limits()
+                _restore = None
