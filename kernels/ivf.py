@@ -11,15 +11,15 @@ import numpy as np
 from numba import prange
 
 from ._variants import variant
-from .topk import kth_largest
+from .topk import top_k_unordered
 
 
 def _select_lists(scores, bias, nprobe):
     """The ``nprobe`` best lists per row of ``scores + bias`` → int64 (nq, nprobe), ascending list order.
 
     ``scores`` float32 (nq, nlist) (overwritten), ``bias`` float32 (nlist,) (−‖c‖²/2 ranks by L2, zeros by
-    inner product).  The cut is the nprobe-th best score (:func:`~.topk.kth_largest`); ties at the cut go to
-    lower list ids.  Ascending list order makes the scan that follows walk rows in storage order.
+    inner product).  The cut is :func:`~.topk.top_k_unordered` (ties at the cut go to lower list ids);
+    ascending list order makes the scan that follows walk rows in storage order.
     """
     nq, nlist = scores.shape
     nprobe = min(nprobe, nlist)
@@ -28,19 +28,7 @@ def _select_lists(scores, bias, nprobe):
         s = scores[q]
         for c in range(nlist):
             s[c] += bias[c]
-        cut = kth_largest(s.copy(), nprobe)
-        take_eq = nprobe
-        for c in range(nlist):
-            take_eq -= s[c] > cut
-        picked = np.empty(nlist + 1, dtype=np.int64)
-        out = 0
-        for c in range(nlist):  # branch-free compaction: write always, advance when kept
-            v = s[c]
-            eq = (v == cut) & (take_eq > 0)
-            take_eq -= eq
-            picked[out] = c
-            out += (v > cut) | eq
-        lists[q] = picked[:nprobe]
+        lists[q] = top_k_unordered(s, nprobe)
     return lists
 
 

@@ -26,7 +26,7 @@ from numba import njit, prange
 
 from ._variants import variant
 from .popcount import popcount64
-from .topk import heap_replace_root, heap_to_sorted, kth_largest
+from .topk import heap_replace_root, heap_to_sorted, top_k_unordered
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -136,8 +136,8 @@ def _hamming_range(words_t, qq, start, count, out):
 
 
 @njit(cache=True, nogil=True)
-def _compact(cand_h, cand_i, cand_s, nc, m, hist):
-    """Keep the ``m`` smallest of the ``nc`` buffered (distance, row, sum) triples, ties in buffer (scan) order.
+def _compact(cand_h, cand_i, nc, m, hist):
+    """Keep the ``m`` smallest of the ``nc`` buffered (distance, row) pairs, ties in buffer (scan) order.
 
     Returns (m, T − 1) where T is the largest kept distance: every later row at distance ≥ T would lose
     to the kept ones (ties go to the earlier row), so only rows below T may still enter.
@@ -153,7 +153,6 @@ def _compact(cand_h, cand_i, cand_s, nc, m, hist):
             break
         cum += hist[h]
     take_eq = m - cum
-    scored = cand_s.shape[0] > 0
     out = 0
     for j in range(nc):
         h = cand_h[j]
@@ -162,32 +161,26 @@ def _compact(cand_h, cand_i, cand_s, nc, m, hist):
                 take_eq -= 1
             cand_h[out] = h
             cand_i[out] = cand_i[j]
-            if scored:
-                cand_s[out] = cand_s[j]
             out += 1
     return out, thr - 1
 
 
-#: Rows per Hamming chunk: a chunk's word columns (6 × 512 × 8 B for 384-bit codes) stay in L1 until its
-#: buffered rows are scored.
+#: Rows per Hamming chunk: distances go to a small int16 buffer that stays in L1.
 _CHUNK_ROWS = 512
 
 
 @njit(cache=True, nogil=True)
-def _hamming_select(words_t, qq, ranges_q, live, m, cand_h, cand_i, cand_s, table, nbytes):
+def _hamming_select(words_t, qq, ranges_q, live, m, cand_h, cand_i):
     """The ``m`` rows of the query's ranges nearest in Hamming distance (fewer if fewer are live).
 
     Writes (distance, row) pairs into ``cand_h``/``cand_i`` (capacity ≥ m + 2·_CHUNK_ROWS, scan order, ties
     to the earlier row) and returns their count.  Distances are computed vectorised, a chunk of rows at a time;
     a row is buffered only below the running threshold, which tightens every time the buffer fills
-    (:func:`_compact`), so after the first few thousand rows a row costs one comparison.  When ``cand_s``
-    is not empty, each buffered row's signed sum Σ_t q_t(2b_t − 1) (:func:`_signed_sum` with ``table``)
-    goes into it while the row's words are still in cache.
+    (:func:`_compact`), so after the first few thousand rows a row costs one comparison.
     """
     buf = np.empty(_CHUNK_ROWS, dtype=np.int16)
     hist = np.empty(64 * words_t.shape[0] + 1, dtype=np.int64)
     has_live = live.shape[0] > 0
-    scored = cand_s.shape[0] > 0
     room = cand_h.shape[0] - _CHUNK_ROWS  # a chunk may append up to _CHUNK_ROWS rows before the next check
     thr = 64 * words_t.shape[0]
     nc = 0
@@ -201,22 +194,18 @@ def _hamming_select(words_t, qq, ranges_q, live, m, cand_h, cand_i, cand_s, tabl
                 cand_h[nc] = h
                 cand_i[nc] = start + j
                 nc += h <= thr
-            if has_live or scored:  # drop deleted rows, score the rest (their words are still in cache)
+            if has_live:  # drop the deleted rows just appended
                 kept = first
                 for t in range(first, nc):
-                    i = cand_i[t]
-                    if has_live and not live[i]:
-                        continue
-                    cand_h[kept] = cand_h[t]
-                    cand_i[kept] = i
-                    if scored:
-                        cand_s[kept] = _signed_sum(table, words_t, nbytes, i)
-                    kept += 1
+                    if live[cand_i[t]]:
+                        cand_h[kept] = cand_h[t]
+                        cand_i[kept] = cand_i[t]
+                        kept += 1
                 nc = kept
             if nc > room:
-                nc, thr = _compact(cand_h, cand_i, cand_s, nc, m, hist)
+                nc, thr = _compact(cand_h, cand_i, nc, m, hist)
     if nc > m:
-        nc, thr = _compact(cand_h, cand_i, cand_s, nc, m, hist)
+        nc, thr = _compact(cand_h, cand_i, nc, m, hist)
     return nc
 
 
@@ -231,12 +220,10 @@ def hamming_scan_topk(qwords, words_t, ranges, live, k):
     vals = np.full((nq, k), -np.inf, dtype=np.float32)
     rows = np.full((nq, k), -1, dtype=np.int64)
     cap = k + 2 * _CHUNK_ROWS
-    no_sums = np.empty(0, dtype=np.float32)
-    no_table = np.empty((0, 256), dtype=np.float32)
     for q in prange(nq):
         cand_h = np.empty(cap, dtype=np.int16)
         cand_i = np.empty(cap, dtype=np.int64)
-        got = _hamming_select(words_t, qwords[q], ranges[q], live, k, cand_h, cand_i, no_sums, no_table, 0)
+        got = _hamming_select(words_t, qwords[q], ranges[q], live, k, cand_h, cand_i)
         order = np.argsort(cand_h[:got], kind="mergesort")  # stable: equal distances keep scan order
         for j in range(got):
             vals[q, j] = -cand_h[order[j]]
@@ -296,25 +283,13 @@ def _signed_sum(table, words_t, nbytes, i):
 def _top_indices(scores, k):
     """Indices of the ``k`` largest ``scores`` (all if fewer), best first, ties to the lower index.
 
-    A radix select finds the cut (:func:`~.topk.kth_largest`), then only the kept entries are sorted: for
+    :func:`~.topk.top_k_unordered` cuts them without sorting, then only the kept entries are sorted: for
     a few hundred candidates this is several times faster than a bounded heap, whose sift-downs mispredict.
     """
     n = scores.shape[0]
     if n <= k:
         return np.argsort(-scores, kind="mergesort")
-    cut = kth_largest(scores.copy(), k)
-    take_eq = k
-    for j in range(n):
-        take_eq -= scores[j] > cut
-    picked = np.empty(n + 1, dtype=np.int64)
-    out = 0
-    for j in range(n):  # branch-free compaction: write always, advance when kept
-        v = scores[j]
-        eq = (v == cut) & (take_eq > 0)
-        take_eq -= eq
-        picked[out] = j
-        out += (v > cut) | eq
-    picked = picked[:k]
+    picked = top_k_unordered(scores, k)
     return picked[np.argsort(-scores[picked], kind="mergesort")]
 
 
@@ -348,8 +323,8 @@ def _binary_cascade_topk(qw, qwords, words_t, nbytes, row_a, row_b, qconst, rang
         _signed_byte_table(qw[q], nbytes, table)
         cand_h = np.empty(cap, dtype=np.int16)
         cand_i = np.empty(cap, dtype=np.int64)
-        cand_s = np.empty(cap, dtype=np.float32)
-        got = _hamming_select(words_t, qwords[q], ranges[q], live, m, cand_h, cand_i, cand_s[:0], table, nbytes)
+        got = _hamming_select(words_t, qwords[q], ranges[q], live, m, cand_h, cand_i)
+        cand_s = np.empty(got, dtype=np.float32)  # Σ_t q_t(2b_t − 1) per candidate, reused for ``ip``
         est = np.empty(got, dtype=np.float32)
         for j in range(got):
             i = cand_i[j]

@@ -141,3 +141,24 @@ def kth_largest(values, k):
     out = np.empty(1, dtype=np.int32)
     out[0] = np.int32(b & 0x7FFFFFFF) if b & 0x80000000 else np.int32(~b)
     return out.view(np.float32)[0]
+
+
+@njit(cache=True, nogil=True)
+def top_k_unordered(scores, k):
+    """Indices of the ``k`` largest of the float32 ``scores`` (k ≤ n), in ascending index order; ties at the
+    cut go to lower indices.  The cut is :func:`kth_largest`; the kept indices are compacted without
+    branches (write always, advance when kept), as a data-dependent branch mispredicts about half the time."""
+    n = scores.shape[0]
+    cut = kth_largest(scores.copy(), k)
+    take_eq = k
+    for j in range(n):
+        take_eq -= scores[j] > cut
+    picked = np.empty(n + 1, dtype=np.int64)
+    out = 0
+    for j in range(n):
+        v = scores[j]
+        eq = (v == cut) & (take_eq > 0)
+        take_eq -= eq
+        picked[out] = j
+        out += (v > cut) | eq
+    return picked[:k]
