@@ -96,13 +96,14 @@ def measure(threads, index, xq, n, centroids, codes, blocks) -> list[list]:
     bias = np.zeros((nq, 1), np.float32)
     ranges = np.zeros((nq, 1, 2), np.int64)
     ranges[:, 0, 1] = n
-    e_f, e_b = np.zeros(0, np.float32), np.zeros(0, np.bool_)
+    e_f, e_b, no_bounds = np.zeros(0, np.float32), np.zeros(0, np.bool_), np.zeros((0, 3), np.float32)
     (_, ref), t_faiss = timed(lambda: index.search(xq, K), repeat=REPEAT)
     out = [[threads, "FAISS IndexPQFastScan (PQ96x4fs)", 1e3 * t_faiss, n * nq / t_faiss / 1e6, 1.0, 1.0]]
 
     def ours(topk, layout, q):
         lut_u8, scale, offset = fs.ip_luts_u8(q, centroids, parallel=par)
-        return topk(lut_u8, scale, offset, bias[:len(q)], blocks[layout], n, ranges[:len(q)], e_b, e_f, e_f, K)
+        return topk(lut_u8, scale, offset, bias[:len(q)], blocks[layout], n, ranges[:len(q)], e_b, e_f, e_f, no_bounds,
+                    K)
 
     def row(name, t, got, nsub):
         t_all = t * nq / nsub

@@ -598,6 +598,67 @@ def _min_sum(root, c, scale):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _min_sum_affine(root, off, bias, amax, bmin, bmax, scale):
+    """:func:`_min_sum` for affine scores ``s = (Δ·S + off)·b_i + a_i + bias`` over rows with ``a_i ≤ amax``
+    and ``0 ≤ bmin ≤ b_i ≤ bmax``: a row can beat ``root`` only if ``u = Δ·S + off`` exceeds
+    ``t/bmax`` (``t = root − bias − amax ≥ 0``) or ``t/bmin`` (``t < 0``)."""
+    if not (root > -np.inf) or not (bmin >= 0):
+        return np.int64(0)
+    t = np.float64(root) - np.float64(bias) - np.float64(amax)
+    if t >= 0.0:
+        if not (bmax > 0):
+            return np.int64(65535)
+        return _min_sum(t / np.float64(bmax), off, scale)
+    if not (bmin > 0):
+        return np.int64(0)
+    return _min_sum(t / np.float64(bmin), off, scale)
+
+
+def term_bounds(row_a: np.ndarray, row_b: np.ndarray, n: int) -> np.ndarray:
+    """Per 32-row block (max a, min b, max b) of the row terms → float32 (ceil(n / 32), 3), the ``bounds``
+    argument of :data:`fastscan_topk` (empty ``row_a``/``row_b`` mean 0 / 1; padding rows do not count)."""
+    nblocks = (n + BLOCK - 1) // BLOCK
+    out = np.empty((nblocks, 3), dtype=np.float32)
+    for col, terms, fill, reduce in ((0, row_a, -np.inf, np.max), (1, row_b, np.inf, np.min),
+                                     (2, row_b, -np.inf, np.max)):
+        if terms.shape[0] == 0:
+            out[:, col] = 0.0 if col == 0 else 1.0
+            continue
+        padded = np.full(nblocks * BLOCK, fill, dtype=np.float32)
+        padded[:n] = terms[:n]
+        out[:, col] = reduce(padded.reshape(nblocks, BLOCK), axis=1)
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _range_bounds(bounds, row_a, row_b, start, stop):
+    """(max a, min b, max b) over rows [start, stop): from the per-block ``bounds`` when given (a superset of
+    the rows, so still valid), else from the rows themselves."""
+    if bounds.shape[0] > 0:
+        b0 = start // BLOCK
+        amax = bounds[b0, 0]
+        bmin = bounds[b0, 1]
+        bmax = bounds[b0, 2]
+        for b in range(b0 + 1, (stop + BLOCK - 1) // BLOCK):
+            amax = max(amax, bounds[b, 0])
+            bmin = min(bmin, bounds[b, 1])
+            bmax = max(bmax, bounds[b, 2])
+        return amax, bmin, bmax
+    amax = np.float32(0.0)
+    bmin = bmax = np.float32(1.0)
+    if row_a.shape[0] > 0:
+        amax = row_a[start]
+        for i in range(start + 1, stop):
+            amax = max(amax, row_a[i])
+    if row_b.shape[0] > 0:
+        bmin = bmax = row_b[start]
+        for i in range(start + 1, stop):
+            bmin = min(bmin, row_b[i])
+            bmax = max(bmax, row_b[i])
+    return amax, bmin, bmax
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _check_shapes(lut_u8, blocks, n):
     vbmi = blocks.ndim == 4
     per_step = 8 if vbmi else 2
@@ -607,7 +668,8 @@ def _check_shapes(lut_u8, blocks, n):
         raise ValueError("fast-scan: n exceeds the packed rows")
 
 
-def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, vals, rows, q0, qn):
+def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, bounds, vals, rows, q0,
+                     qn):
     """Scan queries q0..q0+qn-1 into their heaps ``vals[q]``/``rows[q]``.
 
     Queries go in groups of ``QB`` (one kernel call scores a block for the whole group) when the group's
@@ -652,6 +714,8 @@ def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a
     scratch = np.empty(qn * nsteps * 128 + 64, dtype=np.uint8)
     tbase, tstride = _expand_luts(lut_u8, q0, qn, nsteps, vbmi, scratch)
     tile = max(2, (_TILE_BYTES // bstride) // 2 * 2)  # blocks per tile, even (the 64-row kernel pairs blocks)
+    if nunits == qn:  # no query groups share a code load: one pass per query in range order
+        tile = nblocks + 1
     for tile0 in range(0, nblocks, tile):
         tile_lo = tile0 * 32
         tile_hi = min(tile0 + tile, nblocks) * 32
@@ -664,9 +728,13 @@ def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a
                 stop = min(ranges[qs, r, 1], n, tile_hi)
                 if start >= stop:
                     continue
-                if not affine:
-                    for t in range(qb):
-                        q = qs + t
+                if affine:  # bounds of the row terms over the range's blocks, for a safe integer threshold
+                    amax, bmin, bmax = _range_bounds(bounds, row_a, row_b, start, stop)
+                for t in range(qb):
+                    q = qs + t
+                    if affine:
+                        minsum[t] = _min_sum_affine(vals[q, 0], offset[q], bias[q, r], amax, bmin, bmax, scale[q])
+                    else:
                         minsum[t] = _min_sum(vals[q, 0], offset[q] + bias[q, r], scale[q])
                 b = start // 32
                 bend = (stop + 31) // 32
@@ -721,14 +789,17 @@ def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a
                             if s > hv[0]:
                                 heap_replace_root(hv, hr, s, i)
                                 pushed = True
-                        if pushed and not affine:
-                            minsum[t] = _min_sum(hv[0], off + bq, sc)
+                        if pushed:
+                            if affine:
+                                minsum[t] = _min_sum_affine(hv[0], off, bq, amax, bmin, bmax, sc)
+                            else:
+                                minsum[t] = _min_sum(hv[0], off + bq, sc)
                     b += width // 32
     for q in range(q0, q0 + qn):
         heap_to_sorted(vals[q], rows[q])
 
 
-def _scan_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, k):
+def _scan_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, bounds, k):
     """Best ``k`` rows per query by fast-scan score → (scores (nq, k) desc, rows (nq, k), -1 = none)."""
     _check_shapes(lut_u8, blocks, n)
     if k < 1:
@@ -739,7 +810,7 @@ def _scan_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_
     rows = np.full((nq, k), -1, dtype=np.int64)
     for g in prange((nq + group - 1) // group):
         q0 = g * group
-        _SCAN_GROUP(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, vals, rows, q0,
+        _SCAN_GROUP(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, bounds, vals, rows, q0,
                     min(group, nq - q0))
     return vals, rows
 
@@ -809,7 +880,7 @@ def _bind(impl, name: str, simd: bool, wide: bool | None = None, **flags):
     return variant(_bind_globals(impl, glb), name, **flags)
 
 
-#: ``fastscan_topk(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, k)`` → (scores, rows).
+#: ``fastscan_topk(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, bounds, k)`` → (scores, rows).
 #: Parallel over query groups; SIMD kernels where the CPU has them.
 fastscan_topk = _bind(_scan_impl, "fastscan_topk", True, parallel=True)
 #: Serial twin of :data:`fastscan_topk` (small calls, single queries).

@@ -342,6 +342,74 @@ def _binary_cascade_topk(qw, qwords, words_t, nbytes, row_a, row_b, qconst, rang
     return vals, rows, ip
 
 
+def sign_nibble_luts(qw: np.ndarray, nbytes: int) -> np.ndarray:
+    """Per-nibble signed sums of the queries: ``lut[q, p, v] = Σ_t q_t (2·bit_t − 1)`` over the four
+    coordinates of nibble ``p`` with bits ``v`` → float32 (nq, 2·nbytes, 16).
+
+    Nibble ``p`` follows the 4-bit PQ convention of :mod:`.fastscan` (sub-quantiser ``2j`` is the low
+    nibble of code byte ``j``): with packbits order (most significant bit = first coordinate) the low
+    nibble of sign byte ``j`` holds coordinates 8j+4..8j+7 and the high nibble 8j..8j+3.
+    """
+    nq, d = qw.shape
+    padded = np.zeros((nq, nbytes * 8), dtype=np.float32)
+    padded[:, :d] = qw[:, : nbytes * 8]
+    quads = padded.reshape(nq, nbytes, 2, 4)  # [:, j, 0] = coordinates 8j..8j+3, [:, j, 1] = 8j+4..8j+7
+    signs = _NIBBLE_SIGNS
+    lut = np.empty((nq, 2 * nbytes, 16), dtype=np.float32)
+    lut[:, 0::2] = quads[:, :, 1] @ signs.T
+    lut[:, 1::2] = quads[:, :, 0] @ signs.T
+    return lut
+
+
+#: _NIBBLE_SIGNS[v, s] = 2·(bit 3 − s of v) − 1: nibble v's sign of its coordinate s (packbits order).
+_NIBBLE_SIGNS = (((np.arange(16)[:, None] >> (3 - np.arange(4))[None, :]) & 1) * 2 - 1).astype(np.float32)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _nibble_sum(lut, codes, i, nbytes):
+    """Σ_p lut[p, nibble p of row i] over the row's ``nbytes`` code bytes (two nibbles each)."""
+    a0 = np.float32(0.0)
+    a1 = np.float32(0.0)
+    c = codes[i]
+    for j in range(nbytes):
+        b = c[j]
+        a0 += lut[2 * j, b & 15]
+        a1 += lut[2 * j + 1, b >> 4]
+    return a0 + a1
+
+
+def _binary_refine(lut, codes, rows, qconst, row_a, row_b, qc, level):
+    """Exact RaBitQ estimates of the rows a fast-scan kept: (scores, rows, ip), (nq, k) each, unordered.
+
+    ``lut`` from :func:`sign_nibble_luts`; ``codes`` the sign bytes (n, ≥ nbytes) row-major; ``rows`` int64
+    (nq, k), −1 = none (scores −inf).  For each kept row ``S = Σ_t q_t (2b_t − 1)`` is recomputed in float
+    and its estimate ``qconst[q] + a_i + b_i·S`` replaces the quantised-table score.  ``ip`` is
+    ``qc[q] + level[i]·S`` when ``level`` is not empty — the exact ⟨q, c + level_i·(2x − 1)⟩ that residual
+    rescoring reuses — else zeros.
+    """
+    nq, k = rows.shape
+    nbytes = lut.shape[1] // 2
+    has_a = row_a.shape[0] > 0
+    has_level = level.shape[0] > 0
+    vals = np.full((nq, k), -np.inf, dtype=np.float32)
+    ip = np.zeros((nq, k), dtype=np.float32)
+    for q in prange(nq):
+        for j in range(k):
+            i = rows[q, j]
+            if i < 0:
+                continue
+            s = _nibble_sum(lut[q], codes, i, nbytes)
+            est = s * row_b[i] + qconst[q]
+            if has_a:
+                est += row_a[i]
+            vals[q, j] = est
+            if has_level:
+                ip[q, j] = qc[q] + level[i] * s
+    return vals, rows.copy(), ip
+
+
+binary_refine = variant(_binary_refine, "binary_refine", parallel=True)
+binary_refine_serial = variant(_binary_refine, "binary_refine_serial")
 lut_scan_topk = variant(_lut_scan_topk, "lut_scan_topk", parallel=True)
 lut_scan_topk_serial = variant(_lut_scan_topk, "lut_scan_topk_serial")
 binary_cascade_topk = variant(_binary_cascade_topk, "binary_cascade_topk", parallel=True)

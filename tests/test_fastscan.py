@@ -12,6 +12,7 @@ from numba import njit
 from vqsearch.kernels import fastscan as fs
 
 LAYOUTS = ("pshufb", "vbmi")
+NO_BOUNDS = np.zeros((0, 3), np.float32)
 EMPTY_F = np.zeros(0, np.float32)
 EMPTY_B = np.zeros(0, np.bool_)
 
@@ -225,7 +226,7 @@ def test_shape_mismatch_raises(rng):
         fs.fastscan_sums(lut_u8[:, :8 - 8], blocks, 40)
     with pytest.raises(ValueError):
         fs.fastscan_topk_serial(lut_u8, scale, offset, np.zeros((2, 1), np.float32), blocks, 41 + 64,
-                                _full(2, 40), EMPTY_B, EMPTY_F, EMPTY_F, 3)
+                                _full(2, 40), EMPTY_B, EMPTY_F, EMPTY_F, NO_BOUNDS, 3)
 
 
 # ----------------------------------------------------------------------------- fused top-k
@@ -244,8 +245,10 @@ def _ranges_case(rng, nq, n):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("affine", [False, True], ids=["plain", "row_ab"])
+@pytest.mark.parametrize("affine", ["plain", "a_b_signed", "b_positive", "a_b_positive_bounds"])
 def test_topk_matches_reference(layout, affine, rng):
+    """Plain sums, then affine row terms: b of either sign (no integer threshold), b ≥ 0 (a threshold from
+    the range's own rows), and b ≥ 0 with per-block bounds (:func:`term_bounds`)."""
     n, m, nq, k = 517, 13, 11, 17
     codes, lut = _data(rng, n, m, nq)
     lut_u8, scale, offset = fs.quantize_luts(lut)
@@ -253,9 +256,12 @@ def test_topk_matches_reference(layout, affine, rng):
     ranges = _ranges_case(rng, nq, n)
     bias = rng.standard_normal((nq, ranges.shape[1])).astype(np.float32)
     live = rng.random(n) > 0.25
-    row_a = rng.standard_normal(n).astype(np.float32) if affine else EMPTY_F
-    row_b = rng.uniform(-0.5, 2, n).astype(np.float32) if affine else EMPTY_F
-    args = (lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, k)
+    row_a = row_b = EMPTY_F
+    if affine != "plain":
+        row_a = rng.standard_normal(n).astype(np.float32)
+        row_b = rng.uniform(-0.5 if affine == "a_b_signed" else 0.2, 2, n).astype(np.float32)
+    bounds = fs.term_bounds(row_a, row_b, n) if affine.endswith("bounds") else NO_BOUNDS
+    args = (lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, bounds, k)
     vals, rows = fs.fastscan_topk(*args)
     assert vals.dtype == np.float32 and rows.dtype == np.int64 and vals.shape == rows.shape == (nq, k)
     _check_topk(vals, rows, _ref_scores(lut_u8, scale, offset, codes, row_a, row_b), ranges, bias, live, k)
@@ -272,7 +278,7 @@ def test_topk_parallel_fallback_identical(rng):
     lut_u8, scale, offset = fs.quantize_luts(lut)
     blocks = fs.pack_fastscan(codes)
     args = (lut_u8, scale, offset, np.zeros((nq, 1), np.float32), blocks, n, _full(nq, n), EMPTY_B, EMPTY_F,
-            EMPTY_F, k)
+            EMPTY_F, NO_BOUNDS, k)
     for a, b in zip(fs.fastscan_topk_fallback(*args), fs.fastscan_topk(*args)):
         np.testing.assert_array_equal(a, b)
 
@@ -285,7 +291,7 @@ def test_k_larger_than_rows_pads(layout, rng):
     live[[2, 5, 33, 39]] = True
     ranges = np.array([[[0, 40]], [[3, 34]], [[7, 7]]], np.int64)
     vals, rows = fs.fastscan_topk(lut_u8, scale, offset, np.zeros((3, 1), np.float32), fs.pack_fastscan(codes, layout),
-                                  40, ranges, live, EMPTY_F, EMPTY_F, 6)
+                                  40, ranges, live, EMPTY_F, EMPTY_F, NO_BOUNDS, 6)
     assert sorted(rows[0, :4].tolist()) == [2, 5, 33, 39] and sorted(rows[1, :2].tolist()) == [5, 33]
     assert np.all(rows[0, 4:] == -1) and np.all(rows[1, 2:] == -1) and np.all(rows[2] == -1)
     assert np.all(np.isneginf(vals[0, 4:])) and np.all(np.isneginf(vals[2]))
@@ -315,7 +321,7 @@ def test_medium_flat_search(rng):
     base = _ref_scores(lut_u8, scale, offset, codes, EMPTY_F, EMPTY_F)
     for layout in LAYOUTS:
         vals, rows = fs.fastscan_topk(lut_u8, scale, offset, bias, fs.pack_fastscan(codes, layout), n, _full(nq, n),
-                                      EMPTY_B, EMPTY_F, EMPTY_F, k)
+                                      EMPTY_B, EMPTY_F, EMPTY_F, NO_BOUNDS, k)
         _check_topk(vals, rows, base, _full(nq, n), bias, EMPTY_B, k)
 
 
@@ -331,8 +337,9 @@ def test_cached_kernels_load_in_a_new_process():
         ranges = np.zeros((9, 1, 2), np.int64)
         ranges[:, 0, 1] = 300
         e = np.zeros(0, np.float32)
+        nb = np.zeros((0, 3), np.float32)
         vals, rows = fs.fastscan_topk_serial(lut_u8, scale, offset, np.zeros((9, 1), np.float32),
-                                             fs.pack_fastscan(codes), 300, ranges, np.zeros(0, bool), e, e, 5)
+                                             fs.pack_fastscan(codes), 300, ranges, np.zeros(0, bool), e, e, nb, 5)
         print(len(fs.fastscan_topk_serial.stats.cache_hits), rows.tolist(), vals.tolist())
     """)
     here = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)

@@ -177,7 +177,7 @@ def test_presets_and_automatic_ivf():
     assert small.config.ivf.nlist == 1 and small.config.ivf.nprobe == 1  # below auto_min_vectors: flat
     big = Index.create(None, dim=16, preset="compact", ivf={"auto_min_vectors": 1000})
     big.add(clustered(4000, 16, seed=4))
-    assert big.config.ivf.nlist == 256 and big.config.ivf.nprobe == 96  # 4·√4000 ≈ 253 → 256 lists, probe 3/8
+    assert big.config.ivf.nlist == 256 and big.config.ivf.nprobe == 64  # 4·√4000 ≈ 253 → 256 lists, probe 1/4
     assert big.config.rescore.startswith("e8:") and big.config.residual
     again = Index.open(big.path, read_only=True)
     assert again.config == big.config
@@ -210,6 +210,73 @@ def test_scan_estimates_match_quantiser(scan, data):
     assert np.all(np.abs(scores - np.take_along_axis(ref, rows, axis=1)) <= tol)
     assert np.all(np.take_along_axis(ref, rows, axis=1)[:, -1:] >= np.sort(ref, axis=1)[:, -20:-19] - 2 * tol)
     assert type(scanner_for(q)).__name__ != "DecodeScanner" or scan in ("ternary:packing=base3", "sq4", "e8p")
+
+
+@pytest.mark.parametrize("fastscan", [True, False], ids=["fastscan", "popcount"])
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_binary_scan_paths_return_exact_estimates(fastscan, metric, data, monkeypatch):
+    """Both binary scan kernels (4-bit fast-scan over the sign nibbles, popcount cascade) report the exact
+    RaBitQ estimate (the quantiser's estimate_ip) of every row they keep, and keep rows whose estimate is
+    near the true top k: within the fast-scan's table rounding 2·M·Δ/2, or (popcount) none lost beyond
+    what the Hamming pre-selection drops."""
+    from vqsearch.kernels.fastscan import quantize_luts
+    from vqsearch.kernels.scan import sign_nibble_luts
+
+    from vqsearch.index import scanners
+
+    monkeypatch.setattr(scanners, "BINARY_FASTSCAN", fastscan)
+    xb, xq = data
+    idx = Index.create(None, dim=48, metric=metric, scan="binary", rescore=None, ivf=None)
+    idx.add(xb[:3000])
+    assert idx._scanner.fastscan == fastscan
+    k = 20
+    dist, ids = idx.search(xq[:9], k=k)
+    q = idx._scan_q
+    seg = idx._store.snapshot().segments[0]
+    codes = seg.column("scan")
+    qn = xq[:9] / np.linalg.norm(xq[:9], axis=1, keepdims=True) if metric == "cosine" else xq[:9]
+    ref = q.estimate_ip(qn, codes)
+    if metric == "l2":  # the index ranks 2⟨q, x⟩ − ‖x‖² and reports ‖q‖² − that
+        ref = np.maximum((qn**2).sum(1)[:, None] - (2 * ref - (xb[:3000] ** 2).sum(1)[None]), 0)  # clamped at 0
+    rows = seg.find(ids.astype(np.uint64).ravel()).reshape(ids.shape)
+    np.testing.assert_allclose(dist, np.take_along_axis(ref, rows, axis=1), rtol=1e-4, atol=1e-4)
+    if fastscan:
+        _, delta, _ = quantize_luts(sign_nibble_luts(q.work_queries(qn), q.nbytes))
+        slack = 2 * (2 * q.nbytes) * delta[:, None] / 2 * (2 if metric == "l2" else 1) * 1.5
+        kth = np.sort(ref, axis=1)[:, k - 1:k] if metric == "l2" else -np.sort(-ref, axis=1)[:, k - 1:k]
+        worst = dist[:, -1:]
+        assert np.all(worst <= kth + slack) if metric == "l2" else np.all(worst >= kth - slack)
+
+
+def test_confident_candidates_keep_every_possible_winner(rng):
+    """A candidate is dropped only when k others are surely better: for any exact scores inside the
+    intervals the true top k survive."""
+    from vqsearch.index.index import _confident_candidates
+
+    nq, m, k = 40, 60, 10
+    scores = rng.standard_normal((nq, m)).astype(np.float32)
+    width = rng.uniform(0, 0.5, (nq, m)).astype(np.float32)
+    refs = np.arange(nq * m, dtype=np.int64).reshape(nq, m)
+    refs[0, 5:] = -1  # a query with fewer candidates than... enough to keep all of them
+    kept = _confident_candidates(scores, refs, width, k)
+    assert (kept[0] == refs[0]).all()
+    assert (kept >= 0).sum() < (refs >= 0).sum()  # something was pruned
+    for _ in range(20):
+        exact = scores + rng.uniform(-1, 1, scores.shape).astype(np.float32) * width
+        exact[refs < 0] = -np.inf
+        top = np.argsort(-exact, axis=1)[:, :k]
+        for q in range(1, nq):
+            assert (kept[q, top[q]] >= 0).all()
+
+
+def test_matmul_split_equals_matmul(rng):
+    from vqsearch._blas import matmul_split
+
+    a = rng.standard_normal((1001, 64)).astype(np.float32)
+    b = rng.standard_normal((64, 300)).astype(np.float32)
+    for threads in (1, 2, 3):
+        np.testing.assert_allclose(matmul_split(a, b, threads), a @ b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(matmul_split(a[:3], b, 2), a[:3] @ b, rtol=1e-5, atol=1e-5)
 
 
 def test_hnsw_centroid_probing_matches_brute_force(rng):

@@ -7,9 +7,12 @@ import pytest
 from vqsearch.kernels.scan import (
     binary_cascade_topk,
     binary_cascade_topk_serial,
+    binary_refine,
+    binary_refine_serial,
     hamming_scan_topk,
     lut_scan_topk,
     lut_scan_topk_split,
+    sign_nibble_luts,
     transpose_sign_words,
 )
 from vqsearch.kernels.topk import merge_topk, topk_rows
@@ -158,6 +161,8 @@ def test_kth_largest_matches_sort(n, rng):
 
 
 def test_select_lists_cut_ties_and_order(rng):
+    """The cut keeps the nprobe best (ties at the cut to the lowest ids); the ``lead`` best come first, best
+    first (ties: lower id first), then the others in ascending id order."""
     from vqsearch.kernels.ivf import select_lists, select_lists_serial
 
     for trial in range(10):
@@ -165,18 +170,21 @@ def test_select_lists_cut_ties_and_order(rng):
         bias = (rng.standard_normal(50) * (trial % 3 == 0)).astype(np.float32)
         total = scores + bias
         for nprobe in (1, 7, 49, 50, 80):
-            for fn in (select_lists, select_lists_serial):
-                got = fn(scores.copy(), bias, nprobe)
-                kept = min(nprobe, 50)
-                assert got.shape == (6, kept)
-                assert (np.diff(got, axis=1) > 0).all()  # ascending list ids, no repeats
-                for q in range(6):
-                    cut = np.sort(total[q])[::-1][kept - 1]
-                    assert (total[q, got[q]] >= cut).all()
-                    # ties at the cut go to the lowest ids
-                    above = np.flatnonzero(total[q] > cut)
-                    ties = np.flatnonzero(total[q] == cut)[: kept - above.size]
-                    np.testing.assert_array_equal(got[q], np.sort(np.concatenate([above, ties])))
+            kept = min(nprobe, 50)
+            for lead in (0, 1, 3, 8, 80):
+                for fn in (select_lists, select_lists_serial):
+                    got = fn(scores.copy(), bias, nprobe, lead)
+                    assert got.shape == (6, kept)
+                    nlead = min(lead, kept)
+                    for q in range(6):
+                        cut = np.sort(total[q])[::-1][kept - 1]
+                        above = np.flatnonzero(total[q] > cut)
+                        ties = np.flatnonzero(total[q] == cut)[: kept - above.size]
+                        picked = np.sort(np.concatenate([above, ties]))
+                        np.testing.assert_array_equal(np.sort(got[q]), picked)
+                        best = picked[np.argsort(-total[q, picked], kind="stable")][:nlead]
+                        np.testing.assert_array_equal(got[q, :nlead], best)
+                        np.testing.assert_array_equal(got[q, nlead:], np.setdiff1d(picked, best))
 
 
 def test_probe_matches_exact_nearest_lists(rng):
@@ -185,9 +193,47 @@ def test_probe_matches_exact_nearest_lists(rng):
     centroids = rng.standard_normal((64, 16)).astype(np.float32)
     xq = rng.standard_normal((9, 16)).astype(np.float32)
     for metric in ("ip", "l2"):
-        got = CoarseQuantizer(centroids, metric, IVFConfig(nlist=64, hnsw=False)).probe(xq, 5)
+        got = CoarseQuantizer(centroids, metric, IVFConfig(nlist=64, hnsw=False)).probe(xq, 5, lead=0)
         if metric == "ip":
             s = xq @ centroids.T
         else:
             s = -((xq[:, None, :] - centroids[None]) ** 2).sum(-1)
         np.testing.assert_array_equal(got, np.sort(np.argsort(-s, axis=1)[:, :5], axis=1))
+        ranked = CoarseQuantizer(centroids, metric, IVFConfig(nlist=64, hnsw=False)).probe(xq, 5, lead=5)
+        np.testing.assert_array_equal(ranked, np.argsort(-s, axis=1)[:, :5])
+
+
+@pytest.mark.parametrize("d", [5, 8, 13, 64, 100])
+def test_sign_nibble_luts_and_binary_refine_match_numpy(d, rng):
+    """Nibble tables reproduce Σ_t q_t(2b_t − 1) for packbits-ordered sign bytes (odd dims pad with zero
+    coordinates); the refinement scores kept rows exactly and hands the reconstruction's inner product on."""
+    from vqsearch.kernels import fastscan as fs
+
+    n, nq, k = 300, 5, 9
+    nbytes = (d + 7) // 8
+    bits = rng.integers(0, 2, (n, d)).astype(np.uint8)
+    codes = np.packbits(bits, axis=1)
+    qw = rng.standard_normal((nq, d)).astype(np.float32)
+    exact = qw @ (2.0 * bits - 1).T  # (nq, n)
+    lut = sign_nibble_luts(qw, nbytes)
+    assert lut.shape == (nq, 2 * nbytes, 16)
+    lut_u8, scale, offset = fs.quantize_luts(lut)
+    sums = fs.fastscan_sums(lut_u8, fs.pack_fastscan(codes), n)
+    np.testing.assert_allclose(offset[:, None] + scale[:, None] * sums, exact, atol=float(scale.max()) * nbytes + 1e-4)
+
+    rows = rng.integers(0, n, (nq, k)).astype(np.int64)
+    rows[1, 3:] = -1
+    row_a = rng.standard_normal(n).astype(np.float32)
+    row_b = rng.uniform(0.5, 2, n).astype(np.float32)
+    level = rng.uniform(0.1, 1, n).astype(np.float32)
+    qconst = rng.standard_normal(nq).astype(np.float32)
+    qc = rng.standard_normal(nq).astype(np.float32)
+    for fn in (binary_refine, binary_refine_serial):
+        vals, out_rows, ip = fn(lut, codes, rows, qconst, row_a, row_b, qc, level)
+        np.testing.assert_array_equal(out_rows, rows)
+        s = np.take_along_axis(exact, np.maximum(rows, 0), axis=1)
+        ok = rows >= 0
+        est = s * row_b[rows] + row_a[rows] + qconst[:, None]
+        np.testing.assert_allclose(vals[ok], est[ok], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(ip[ok], (qc[:, None] + level[rows] * s)[ok], rtol=1e-5, atol=1e-4)
+        assert np.isneginf(vals[~ok]).all()

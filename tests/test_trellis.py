@@ -236,7 +236,9 @@ def test_pack_unpack_round_trip_and_bit_layout(L, kv, n):
 
 def test_decoder_fuzz_against_reference():
     r = np.random.default_rng(11)
-    for L, kv, V, n in [(16, 2, 1, 256), (12, 3, 1, 32), (16, 4, 2, 8), (16, 1, 1, 8), (10, 2, 2, 12)]:
+    # kv = 4 takes the byte-window fast path (incl. one-byte streams, where both window bytes wrap)
+    for L, kv, V, n in [(16, 2, 1, 256), (12, 3, 1, 32), (16, 4, 2, 8), (16, 1, 1, 8), (10, 2, 2, 12),
+                        (12, 4, 1, 96), (20, 4, 1, 6), (8, 4, 1, 2), (12, 4, 2, 4), (4, 4, 1, 2)]:
         vals = r.standard_normal((V, 1 << L)).astype(np.float32)
         codes = r.integers(0, 256, size=(7, n * kv // 8), dtype=np.uint8)
         scales = r.random(7).astype(np.float32) + 0.5

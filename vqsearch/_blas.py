@@ -48,3 +48,38 @@ def single_threaded_blas() -> Iterator[None]:
             if _depth == 0:
                 _restore.restore_original_limits()
                 _restore = None
+
+
+_pool = None
+_pool_lock = threading.Lock()
+#: Below this many output values a product runs on the calling thread only.
+SPLIT_MIN_OUTPUT = 1 << 17
+
+
+def matmul_split(a, b, threads: int):
+    """``a @ b`` with the rows of ``a`` split over ``threads`` Python threads (numpy releases the GIL in BLAS).
+
+    Inside :func:`single_threaded_blas` each part runs on one BLAS thread, so this is how a search uses
+    several cores for its products without waking BLAS's own (busy-waiting) workers.
+    """
+    import numpy as np
+
+    global _pool
+    n = a.shape[0]
+    threads = max(1, min(int(threads), n))
+    if threads == 1 or n * b.shape[1] < SPLIT_MIN_OUTPUT:
+        return a @ b
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < threads:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vqsearch-blas")
+        pool = _pool
+    out = np.empty((n, b.shape[1]), dtype=np.result_type(a, b))
+    cuts = np.linspace(0, n, threads + 1).astype(int)
+
+    def part(i: int) -> None:
+        np.matmul(a[cuts[i]:cuts[i + 1]], b, out=out[cuts[i]:cuts[i + 1]])
+
+    list(pool.map(part, range(threads)))
+    return out

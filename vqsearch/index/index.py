@@ -40,8 +40,8 @@ FORMAT_VERSION = 1
 #: Named settings for :meth:`Index.create`, chosen from ``benchmarks/search.py`` on the shared
 #: Debian-MiniLM set (numbers in benchmarks/RESULTS.md).  Explicit arguments override a preset.
 PRESETS: dict[str, dict[str, Any]] = {
-    # 248 bytes/vector: sign bits (RaBitQ) scan, residual 4-bit E8P lattice rescoring; recall@10 ≥ 0.95.
-    "default": {"scan": "binary", "rescore": "e8p:bits=4,rht=true", "ivf": "auto", "oversample": 10,
+    # 248 bytes/vector: sign bits (RaBitQ) scan, residual 4-bit trellis (QTIP) rescoring; recall@10 ≥ 0.95.
+    "default": {"scan": "binary", "rescore": "trellis:bits=4,L=12,rht=true", "ivf": "auto", "oversample": 10,
                 "residual": True},
     # ~140 bytes/vector: residual 1.75-bit E8 lattice codes; keeps label@10 within ~0.01 of exact search.
     "compact": {"scan": "binary", "rescore": "e8:bits=1.75,rht=true,scale=vector", "ivf": "auto",
@@ -100,7 +100,8 @@ class IndexConfig:
 
 
 class _SegmentCache:
-    """Per-segment derived data that depends only on the immutable segment file."""
+    """Per-segment derived data that depends only on the immutable segment file (and the index's metric:
+    for ``l2`` the scan's row terms already hold the ranking 2⟨q,x⟩ − ‖x‖²)."""
 
     __slots__ = ("row_a", "row_b", "offsets", "norm2", "scan_data")
 
@@ -499,8 +500,12 @@ class Index:
         if masks is not None and sum(int(m.sum()) for m in masks) <= FILTER_EXACT_MAX:
             scores, refs = self._filtered_exact(snap, xq, masks, k)
         else:
-            scores, refs, scan_ip = self._scan(snap, xq, kk, masks, nprobe)
-            if self._rescore_q is not None:
+            scores, refs, scan_ip, width = self._scan(snap, xq, kk, masks, nprobe)
+            if self._rescore_q is None:  # scanners may return their rows in any order
+                scores, refs = _topk_of(scores, refs, k)
+            else:
+                if width is not None:
+                    refs = _confident_candidates(scores, refs, width, k)
                 scores, refs = self._rescore(snap, xq, refs, k, scan_ip)
         return self._finish(snap, xq, scores, refs)
 
@@ -524,13 +529,16 @@ class Index:
         c = self._seg_cache.get(seg.name)
         if c is None:
             c = _SegmentCache()
-            c.row_a, c.row_b = self._scanner.row_terms(seg.column("scan"))
-            c.scan_data = self._scanner.segment_data(seg.column("scan"))
+            a, b = self._scanner.row_terms(seg.column("scan"))
+            if self.metric == "l2":  # the scan ranks by 2⟨q,x⟩ − ‖x‖²
+                c.norm2 = np.asarray(seg.extra("norm2"), dtype=np.float32)
+                a = 2 * a - c.norm2 if a.size else -c.norm2
+                b = 2 * b if b.size else np.full(seg.num_rows, 2, np.float32)
+            c.row_a, c.row_b = np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32)
+            c.scan_data = self._scanner.segment_data(seg.column("scan"), c.row_a, c.row_b)
             if self._ivf is not None:
                 lists = seg.extra("list")
                 c.offsets = np.searchsorted(lists, np.arange(self._ivf.nlist + 1)).astype(np.int64)
-            if self.metric == "l2":
-                c.norm2 = np.asarray(seg.extra("norm2"), dtype=np.float32)
             if len(self._seg_cache) > 4096:  # bounded: forget the oldest entries
                 for key in list(self._seg_cache)[:1024]:
                     self._seg_cache.pop(key, None)
@@ -538,8 +546,9 @@ class Index:
         return c
 
     def _scan(self, snap: Any, xq: np.ndarray, kk: int, masks: list | None, nprobe: int | None):
-        """First stage → (scores, refs, ip): the best ``kk`` scan estimates per query over all segments, and
-        the exact ⟨q, decode(scan code)⟩ of those rows when the scanner provides it (else ``None``)."""
+        """First stage → (scores, refs, ip, width): the best ``kk`` scan estimates per query over all segments,
+        the exact ⟨q, decode(scan code)⟩ of those rows and the half-widths of the estimates' confidence
+        intervals when the scanner provides them (else ``None``)."""
         nq = xq.shape[0]
         probes = None
         if self._ivf is not None:
@@ -564,23 +573,20 @@ class Index:
             else:
                 ranges = np.zeros((nq, 1, 2), dtype=np.int64)
                 ranges[:, 0, 1] = seg.num_rows
-            row_a, row_b = cache.row_a, cache.row_b
-            if l2:  # rank by 2⟨q,x⟩ − ‖x‖²
-                b = row_b if row_b.size else np.ones(seg.num_rows, np.float32)
-                a = row_a if row_a.size else np.zeros(seg.num_rows, np.float32)
-                row_a, row_b = (2 * a - cache.norm2).astype(np.float32), (2 * b).astype(np.float32)
-            v, r, ip = self._scanner.scan(prep, seg.column("scan"), row_a, row_b, ranges, live, kk,
-                                          2.0 if l2 else 1.0, cache.scan_data)
-            parts.append((v, np.where(r >= 0, r | (si << _SEG_SHIFT), -1), ip))
+            v, r, ip, width = self._scanner.scan(prep, seg.column("scan"), cache.row_a, cache.row_b, ranges, live,
+                                                 kk, 2.0 if l2 else 1.0, cache.scan_data)
+            parts.append((v, np.where(r >= 0, r | (si << _SEG_SHIFT), -1), ip, width))
         if not parts:
-            return np.full((nq, 0), -np.inf, np.float32), np.full((nq, 0), -1, np.int64), None
+            return np.full((nq, 0), -np.inf, np.float32), np.full((nq, 0), -1, np.int64), None, None
         if len(parts) == 1:
             return parts[0]
         scores = np.concatenate([p[0] for p in parts], axis=1)
         refs = np.concatenate([p[1] for p in parts], axis=1)
-        if any(p[2] is None for p in parts):
-            return (*_topk_of(scores, refs, kk), None)
-        return _topk_of(scores, refs, kk, np.concatenate([p[2] for p in parts], axis=1))
+        extras = [None if any(p[j] is None for p in parts) else np.concatenate([p[j] for p in parts], axis=1)
+                  for j in (2, 3)]
+        kept = _topk_of(scores, refs, kk, *(e for e in extras if e is not None))
+        it = iter(kept[2:])
+        return kept[0], kept[1], *(None if e is None else next(it) for e in extras)
 
     def _filtered_exact(self, snap: Any, xq: np.ndarray, masks: list, k: int):
         """Score every selected row with the finest reconstruction (BLAS products), keep the best k."""
@@ -726,6 +732,21 @@ def _threads_for(work: float):
         yield
     finally:
         numba.set_num_threads(previous)
+
+
+def _confident_candidates(scores: np.ndarray, refs: np.ndarray, width: np.ndarray, k: int) -> np.ndarray:
+    """``refs`` with every candidate that cannot reach the top ``k`` set to −1.
+
+    Each scan score lies within ``± width`` of the exact score (with the scanner's confidence); a candidate
+    whose upper bound is below the k-th largest lower bound of its query is beaten by k others, so
+    rescoring it is wasted work.
+    """
+    if scores.shape[1] <= k:
+        return refs
+    valid = refs >= 0
+    lower = np.where(valid, scores - width, -np.inf)
+    kth = -np.partition(-lower, k - 1, axis=1)[:, k - 1:k]
+    return np.where(valid & (scores + width >= kth), refs, -1)
 
 
 def _topk_of(scores: np.ndarray, refs: np.ndarray, k: int, *payload: np.ndarray):

@@ -15,12 +15,18 @@ import math
 import threading
 from dataclasses import dataclass, replace
 
+import numba
 import numpy as np
 
+from .._blas import matmul_split
 from ..errors import CorruptData, InvalidInput
 from ..kernels.ivf import select_lists, select_lists_serial
 
 LOG = logging.getLogger(__name__)
+
+#: Probed lists come nearest first for this many lists (then in list order): scans that keep a running
+#: top-k prune more once they have seen the best candidates.
+PROBE_LEAD = 8
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class IVFConfig:
         batch) as the power of two nearest 4·√n, or 1 (a flat scan) below ``auto_min_vectors`` vectors.
     nprobe:
         Default lists scanned per query (per-call ``nprobe`` overrides it). More = higher recall, slower.
-        ``0`` = automatic: 3/8 of the lists (on Debian-MiniLM, whose queries are worded unlike its corpus,
+        ``0`` = automatic: 1/4 of the lists (on Debian-MiniLM, whose queries are worded unlike its corpus,
         that keeps recall@10 ≥ 0.95 with the default preset; tighter data needs fewer).
     hnsw:
         Probe centroids with an hnswlib graph: ``"auto"`` (when nlist ≥ ``hnsw_min_nlist``), ``True``, ``False``.
@@ -68,7 +74,7 @@ class IVFConfig:
         nlist = self.nlist
         if nlist == 0:
             nlist = 1 if n_train < self.auto_min_vectors else 1 << int(round(math.log2(4 * math.sqrt(n_train))))
-        nprobe = self.nprobe or max(1, (3 * nlist) // 8)
+        nprobe = self.nprobe or max(1, nlist // 4)
         return replace(self, nlist=nlist, nprobe=nprobe)
 
     @classmethod
@@ -137,9 +143,10 @@ class CoarseQuantizer:
             out[s:s + batch] = np.argmax(self._scores(x[s:s + batch]), axis=1)
         return out
 
-    def probe(self, xq: np.ndarray, nprobe: int, batch: int = 4096) -> np.ndarray:
-        """The ``nprobe`` nearest lists of each query, int64 (nq, nprobe), in ascending list order (so that
-        a scan over them reads rows in storage order)."""
+    def probe(self, xq: np.ndarray, nprobe: int, batch: int = 4096, lead: int = PROBE_LEAD) -> np.ndarray:
+        """The ``nprobe`` nearest lists of each query, int64 (nq, nprobe): the ``lead`` nearest first,
+        nearest first, then the rest in ascending list order (see :func:`~vqsearch.kernels.ivf.select_lists`;
+        the graph probe returns all of them nearest first)."""
         nprobe = min(nprobe, self.nlist)
         if self._use_graph:
             with self._graph_lock:
@@ -147,12 +154,13 @@ class CoarseQuantizer:
                     self._graph = self._build_graph()
                 self._graph.set_ef(max(2 * nprobe, 64))
                 labels, _ = self._graph.knn_query(xq, k=nprobe, num_threads=-1)
-            return np.sort(labels.astype(np.int64), axis=1)
+            return labels.astype(np.int64)
         out = np.empty((xq.shape[0], nprobe), dtype=np.int64)
         for s in range(0, xq.shape[0], batch):
-            scores = np.ascontiguousarray(xq[s:s + batch] @ self.centroids.T, dtype=np.float32)
+            scores = np.ascontiguousarray(matmul_split(xq[s:s + batch], self.centroids.T, numba.get_num_threads()),
+                                          dtype=np.float32)
             select = select_lists if scores.shape[0] > 1 else select_lists_serial
-            out[s:s + batch] = select(scores, self._bias, nprobe)
+            out[s:s + batch] = select(scores, self._bias, nprobe, lead)
         return out
 
     def to_bytes(self) -> bytes:

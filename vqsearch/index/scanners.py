@@ -29,13 +29,24 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from ..kernels.fastscan import fastscan_topk, fastscan_topk_serial, ip_luts_u8, pack_fastscan
+from ..kernels.fastscan import (
+    HAS_AVX512,
+    fastscan_topk,
+    fastscan_topk_serial,
+    ip_luts_u8,
+    pack_fastscan,
+    quantize_luts,
+    term_bounds,
+)
 from ..kernels.scan import (
     binary_cascade_topk,
     binary_cascade_topk_serial,
+    binary_refine,
+    binary_refine_serial,
     lut_scan_topk,
     lut_scan_topk_serial,
     lut_scan_topk_split,
+    sign_nibble_luts,
     transpose_sign_words,
 )
 from ..kernels.topk import merge_topk, topk_rows
@@ -87,17 +98,21 @@ class Scanner:
         """Per-row (a, b) float32 arrays (empty = 0 / 1) for a segment's codes."""
         return EMPTY_F32, EMPTY_F32
 
-    def segment_data(self, codes: np.ndarray) -> object:
-        """Anything derived from a segment's codes once (e.g. a kernel-friendly layout); cached by the index."""
+    def segment_data(self, codes: np.ndarray, row_a: np.ndarray = EMPTY_F32, row_b: np.ndarray = EMPTY_F32) -> object:
+        """Anything derived once from a segment's codes and the row terms the scan will get (e.g. a
+        kernel-friendly layout); cached by the index."""
         return None
 
     def scan(self, prep: Prepared, codes: np.ndarray, row_a: np.ndarray, row_b: np.ndarray,
              ranges: np.ndarray, live: np.ndarray, kk: int, scale: float,
-             seg_data: object = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Best ``kk`` rows per query over ``ranges`` of one segment → (scores, rows, ip), (nq, kk) each.
+             seg_data: object = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Best ``kk`` rows per query over ``ranges`` of one segment → (scores, rows, ip, width), (nq, kk) each,
+        in any order (−1 rows score −inf).
 
         ``scale`` multiplies the per-query constants (2 for the l2 ranking 2⟨q,x⟩ − ‖x‖²).  ``ip`` is the
         exact ⟨q, decode(code)⟩ of each kept row when the scanner gets it for free, else ``None``.
+        ``width`` is the half-width of a confidence interval of each score around the exact one when the
+        estimator has an error bound (RaBitQ), else ``None``; rescoring skips rows that cannot reach the top k.
         """
         raise NotImplementedError
 
@@ -118,12 +133,12 @@ class LutScanner(Scanner):
                                     dtype=np.float32)
         work = scanned_rows(ranges)
         if work < PARALLEL_MIN_WORK:
-            return (*lut_scan_topk_serial(tables, codes, row_a, row_b, ranges, bias, live, kk), None)
+            return (*lut_scan_topk_serial(tables, codes, row_a, row_b, ranges, bias, live, kk), None, None)
         if tables.shape[0] == 1:  # one query: split its rows over the threads
             v, r = lut_scan_topk_split(tables[0], codes, row_a, row_b, ranges[0], bias[0], live, kk,
                                        max(1, numba.get_num_threads()))
-            return v[None], r[None], None
-        return (*lut_scan_topk(tables, codes, row_a, row_b, ranges, bias, live, kk), None)
+            return v[None], r[None], None, None
+        return (*lut_scan_topk(tables, codes, row_a, row_b, ranges, bias, live, kk), None, None)
 
 
 class DecodeScanner(Scanner):
@@ -154,33 +169,63 @@ class DecodeScanner(Scanner):
             v, c = topk_rows(np.ascontiguousarray(sc), min(kk, sc.shape[1]))
             c = np.where(np.isfinite(v), c + s, -1)
             best_v, best_r = merge_topk(best_v, best_r, v, c, kk)
-        return best_v, best_r, None
+        return best_v, best_r, None, None
 
 
 @dataclass
 class BinarySegment:
-    """A segment's sign codes laid out for the scan: transposed words and per-row reconstruction levels."""
+    """A segment's sign codes laid out for the scan, and the per-row reconstruction levels."""
 
-    words_t: np.ndarray  # uint64 (W, n), see kernels.scan.transpose_sign_words
     level: np.ndarray  # float32 (n,): decode = c + level·(2b − 1)
+    error: np.ndarray  # float32 (n,): RaBitQ error scale r·√(1 − ρ²)/(ρ√D) per unit query norm
+    blocks: np.ndarray | None = None  # fast-scan blocks of the sign bits (kernels.fastscan.pack_fastscan)
+    bounds: np.ndarray | None = None  # per-block row-term bounds (kernels.fastscan.term_bounds)
+    words_t: np.ndarray | None = None  # popcount cascade: uint64 (W, n), see kernels.scan.transpose_sign_words
+
+
+#: Half-width of the RaBitQ confidence interval in units of the per-row error scale ‖q‖·r·√(1 − ρ²)/(ρ√D)
+#: (Gao & Long 2024, Thm 3.2 uses ε₀ = 1.9 for a near-certain bound).  Rescoring skips candidates whose
+#: upper bound is below the k-th best lower bound; on Debian-MiniLM 1.5 rescored 21% fewer candidates at
+#: unchanged recall@10, 1.0 half of them at −0.003 (see ``benchmarks/RESULTS.md``).
+RABITQ_CONFIDENCE = 1.5
+
+#: Binary codes are scanned as 4-bit fast-scan codes where the CPU has the AVX-512 kernels (measured
+#: faster than the popcount cascade there, see ``benchmarks/RESULTS.md``), else by the popcount cascade.
+BINARY_FASTSCAN = HAS_AVX512
 
 
 class BinaryScanner(Scanner):
     """RaBitQ for ``binary`` codes: ⟨q,x⟩ ≈ ⟨q,c⟩ + (r/(ρ√D)) · Σ_i q_i (2b_i − 1).
 
-    A Hamming pass over the sign bits (vectorised popcount over transposed uint64 words) keeps
-    ``4·kk`` rows; the unbiased asymmetric estimate then picks ``kk``.  The scan also returns the exact
-    ⟨q, decode(code)⟩ of the kept rows, which residual rescoring adds instead of decoding the codes again.
+    Two kernels compute the estimate:
+
+    * **fast-scan** (``fastscan=True``): every 4 sign bits are a 4-bit code whose 16-entry table holds the
+      query's signed sums of those 4 coordinates, so the sum above is a 4-bit PQ score that the SIMD
+      fast-scan kernel computes from uint8 tables (:mod:`vqsearch.kernels.fastscan`), within M·Δ/2.  The
+      ``kk`` rows it keeps are re-estimated exactly in float and re-ranked.
+    * **popcount cascade**: a Hamming pass over the sign bits (vectorised popcount over transposed uint64
+      words) keeps ``4·kk`` rows; the exact asymmetric estimate then picks ``kk``.
+
+    Either way the scan also returns the exact ⟨q, decode(code)⟩ of the kept rows, which residual
+    rescoring adds instead of decoding the codes again.
     """
+
+    def __init__(self, q: Quantizer, fastscan: bool | None = None) -> None:
+        super().__init__(q)
+        self.fastscan = BINARY_FASTSCAN if fastscan is None else bool(fastscan)
 
     def prepare(self, xq: np.ndarray) -> Prepared:
         q = self.q
         qw = q.work_queries(xq)
         qconst = (qw @ q.centroid).astype(np.float32)
+        lut = sign_nibble_luts(qw, q.nbytes)
+        if self.fastscan:
+            lut_u8, scale, offset = quantize_luts(lut, parallel=qw.shape[0] > 1)
+            return Prepared(qw, qconst, {"lut": lut, "lut_u8": lut_u8, "scale": scale, "offset": offset})
         nwords = (q.nbytes + 7) // 8
         qbytes = np.zeros((qw.shape[0], nwords * 8), dtype=np.uint8)
         qbytes[:, : q.nbytes] = np.packbits(qw > 0, axis=1)
-        return Prepared(qw, qconst, {"qwords": qbytes.view("<u8")})
+        return Prepared(qw, qconst, {"lut": lut, "qwords": qbytes.view("<u8")})
 
     def row_terms(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r, rho = self.q.factors(np.asarray(codes))
@@ -188,18 +233,40 @@ class BinaryScanner(Scanner):
             coef = np.where(rho > 0, r / rho, 0.0) / np.sqrt(self.q._d_work)
         return EMPTY_F32, coef.astype(np.float32)
 
-    def segment_data(self, codes: np.ndarray) -> BinarySegment:
+    def segment_data(self, codes, row_a=EMPTY_F32, row_b=EMPTY_F32) -> BinarySegment:
         codes = np.asarray(codes)
         r, rho = self.q.factors(codes)
-        level = (r * rho / np.float32(np.sqrt(self.q._d_work))).astype(np.float32)  # as BinaryQuantizer decodes
-        return BinarySegment(transpose_sign_words(codes, self.q.nbytes), level)
+        dim = self.q._d_work
+        with np.errstate(invalid="ignore", divide="ignore"):  # ρ = 0 only for r = 0: the estimate is exact
+            error = np.where(rho > 0, r * np.sqrt(np.maximum(1 - rho * rho, 0)) / (rho * np.sqrt(dim)), 0)
+        seg = BinarySegment(level=(r * rho / np.float32(np.sqrt(dim))).astype(np.float32),
+                            error=error.astype(np.float32))
+        if self.fastscan:
+            seg.blocks = pack_fastscan(codes[:, : self.q.nbytes])
+            seg.bounds = term_bounds(row_a, row_b, codes.shape[0])
+        else:
+            seg.words_t = transpose_sign_words(codes, self.q.nbytes)
+        return seg
 
     def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None):
-        seg = self.segment_data(codes) if seg_data is None else seg_data
-        m = max(CASCADE_FACTOR * kk, 64)
-        kernel = binary_cascade_topk if scanned_rows(ranges) >= PARALLEL_MIN_WORK else binary_cascade_topk_serial
-        return kernel(prep.qw, prep.extra["qwords"], seg.words_t, self.q.nbytes, row_a, row_b,
-                      (scale * prep.qconst).astype(np.float32), ranges, live, m, kk, prep.qconst, seg.level)
+        seg = self.segment_data(codes, row_a, row_b) if seg_data is None else seg_data
+        parallel = scanned_rows(ranges) >= PARALLEL_MIN_WORK
+        qconst = (scale * prep.qconst).astype(np.float32)
+        x = prep.extra
+        if seg.blocks is None:
+            kernel = binary_cascade_topk if parallel else binary_cascade_topk_serial
+            v, r, ip = kernel(prep.qw, x["qwords"], seg.words_t, self.q.nbytes, row_a, row_b, qconst, ranges, live,
+                              max(CASCADE_FACTOR * kk, 64), kk, prep.qconst, seg.level)
+        else:
+            bias = np.ascontiguousarray(np.broadcast_to(qconst[:, None], ranges.shape[:2]))
+            kernel = fastscan_topk if parallel else fastscan_topk_serial
+            _, rows = kernel(x["lut_u8"], x["scale"], x["offset"], bias, seg.blocks, codes.shape[0], ranges, live,
+                             row_a, row_b, seg.bounds, kk)
+            refine = binary_refine if parallel else binary_refine_serial
+            v, r, ip = refine(x["lut"], np.asarray(codes), rows, qconst, row_a, row_b, prep.qconst, seg.level)
+        qnorm = np.sqrt(np.einsum("ij,ij->i", prep.qw, prep.qw))
+        width = ((RABITQ_CONFIDENCE * scale) * qnorm[:, None] * seg.error[np.maximum(r, 0)]).astype(np.float32)
+        return v, r, ip, width
 
 
 class PQScanner(LutScanner):
@@ -236,16 +303,18 @@ class FastScanPQScanner(Scanner):
         lut_u8, scale, offset = ip_luts_u8(qw, q.centroids, parallel=qw.shape[0] > 1)
         return Prepared(xq, np.zeros(xq.shape[0], np.float32), {"lut": lut_u8, "scale": scale, "offset": offset})
 
-    def segment_data(self, codes: np.ndarray) -> np.ndarray:
-        return pack_fastscan(np.asarray(codes)[:, : self.q.code_size])
+    def segment_data(self, codes, row_a=EMPTY_F32, row_b=EMPTY_F32) -> tuple[np.ndarray, np.ndarray]:
+        codes = np.asarray(codes)
+        return pack_fastscan(codes[:, : self.q.code_size]), term_bounds(row_a, row_b, codes.shape[0])
 
     def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None):
-        blocks = self.segment_data(codes) if seg_data is None else seg_data
+        blocks, bounds = self.segment_data(codes, row_a, row_b) if seg_data is None else seg_data
         x = prep.extra
         bias = np.zeros(ranges.shape[:2], dtype=np.float32)
         kernel = fastscan_topk if scanned_rows(ranges) >= PARALLEL_MIN_WORK else fastscan_topk_serial
-        v, r = kernel(x["lut"], x["scale"], x["offset"], bias, blocks, codes.shape[0], ranges, live, row_a, row_b, kk)
-        return v, r, None
+        v, r = kernel(x["lut"], x["scale"], x["offset"], bias, blocks, codes.shape[0], ranges, live, row_a, row_b,
+                      bounds, kk)
+        return v, r, None, None
 
 
 def _pq_scanner(q: Quantizer) -> Scanner:
