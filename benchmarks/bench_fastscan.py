@@ -96,7 +96,7 @@ def measure(threads, index, xq, n, centroids, codes, blocks) -> list[list]:
     bias = np.zeros((nq, 1), np.float32)
     ranges = np.zeros((nq, 1, 2), np.int64)
     ranges[:, 0, 1] = n
-    e_f, e_b, no_bounds = np.zeros(0, np.float32), np.zeros(0, np.bool_), np.zeros((0, 3), np.float32)
+    e_f, e_b, no_bounds = np.zeros(0, np.float32), np.zeros(0, np.bool_), np.zeros((0, 4), np.float32)
     (_, ref), t_faiss = timed(lambda: index.search(xq, K), repeat=REPEAT)
     out = [[threads, "FAISS IndexPQFastScan (PQ96x4fs)", 1e3 * t_faiss, n * nq / t_faiss / 1e6, 1.0, 1.0]]
 

@@ -12,7 +12,7 @@ from numba import njit
 from vqsearch.kernels import fastscan as fs
 
 LAYOUTS = ("pshufb", "vbmi")
-NO_BOUNDS = np.zeros((0, 3), np.float32)
+NO_BOUNDS = np.zeros((0, 4), np.float32)
 EMPTY_F = np.zeros(0, np.float32)
 EMPTY_B = np.zeros(0, np.bool_)
 
@@ -272,6 +272,51 @@ def test_topk_matches_reference(layout, affine, rng):
         np.testing.assert_array_equal(r2, rows)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_confident_candidates_match_reference(layout, rng):
+    """fastscan_candidates returns exactly the rows whose interval s ± w reaches the final k-th largest lower
+    bound (rows in the query's ranges, live), the kk best by score when more qualify; every twin agrees."""
+    n, m, nq, k, kk = 700, 14, 11, 4, 30
+    codes, lut = _data(rng, n, m, nq)
+    lut_u8, scale, offset = fs.quantize_luts(lut)
+    blocks = fs.pack_fastscan(codes, layout)
+    ranges = _ranges_case(rng, nq, n)
+    bias = rng.standard_normal((nq, ranges.shape[1])).astype(np.float32)
+    live = rng.random(n) > 0.2
+    row_a = rng.standard_normal(n).astype(np.float32)
+    row_b = rng.uniform(0.3, 2, n).astype(np.float32)
+    row_e = rng.uniform(0, 1, n).astype(np.float32)
+    qwidth = rng.uniform(0, 2, nq).astype(np.float32)
+    base = _ref_scores(lut_u8, scale, offset, codes, row_a, row_b)
+    results = []
+    for bounds in (NO_BOUNDS, fs.term_bounds(row_a, row_b, n, row_e)):
+        args = (lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, bounds, row_e, qwidth, k, kk)
+        for fn in (fs.fastscan_candidates, fs.fastscan_candidates_serial, fs.fastscan_candidates_fallback):
+            results.append(fn(*args))
+    for vals, rows in results:
+        assert vals.shape == rows.shape == (nq, kk)
+        for q in range(nq):
+            idx, sc = [], []
+            for r in range(ranges.shape[1]):
+                lo, hi = max(ranges[q, r, 0], 0), min(ranges[q, r, 1], n)
+                ids = np.arange(lo, hi)
+                ids = ids[live[ids]]
+                idx.append(ids)
+                sc.append((base[q, ids] + bias[q, r]).astype(np.float32))
+            idx, sc = np.concatenate(idx), np.concatenate(sc)
+            w = qwidth[q] * row_e[idx]
+            root = np.sort(sc - w)[::-1][k - 1]
+            ok = sc + w >= root
+            want_i, want_s = idx[ok], sc[ok]
+            if want_i.size > kk:
+                top = np.argsort(-want_s, kind="stable")[:kk]
+                want_i, want_s = want_i[top], want_s[top]
+            got = rows[q] >= 0
+            assert sorted(rows[q, got].tolist()) == sorted(want_i.tolist())
+            np.testing.assert_allclose(np.sort(vals[q, got]), np.sort(want_s), rtol=1e-6, atol=1e-6)
+            assert np.isneginf(vals[q, ~got]).all()
+
+
 def test_topk_parallel_fallback_identical(rng):
     n, m, nq, k = 300, 10, 10, 5
     codes, lut = _data(rng, n, m, nq)
@@ -337,7 +382,7 @@ def test_cached_kernels_load_in_a_new_process():
         ranges = np.zeros((9, 1, 2), np.int64)
         ranges[:, 0, 1] = 300
         e = np.zeros(0, np.float32)
-        nb = np.zeros((0, 3), np.float32)
+        nb = np.zeros((0, 4), np.float32)
         vals, rows = fs.fastscan_topk_serial(lut_u8, scale, offset, np.zeros((9, 1), np.float32),
                                              fs.pack_fastscan(codes), 300, ranges, np.zeros(0, bool), e, e, nb, 5)
         print(len(fs.fastscan_topk_serial.stats.cache_hits), rows.tolist(), vals.tolist())

@@ -111,3 +111,22 @@ def test_float16_rejects_values_beyond_its_range():
     q = quantizers.get("float16").fit(np.ones((2, 4), np.float32))
     with pytest.raises(errors.NonFiniteInput, match=r"float16 range \(±65504\) in row 1"):
         q.encode(np.array([[1, 2, 3, 4], [1, 7e4, 0, 0]], np.float32))
+
+
+@pytest.mark.parametrize("spec", ["trellis:bits=4,L=12,rht=true", "trellis:bits=3,L=10,scale=block",
+                                  "trellis:bits=2,L=10,V=2,code=lut,rht=true", "e8p:bits=4,rht=true", "sq8", "binary"])
+def test_ip_pairs_equals_decode_then_dot(spec, rng):
+    """The rescoring hook (fused for trellis codes) equals ⟨work query, decode_work(row)⟩ for every pair,
+    including rows that no pair refers to and rows that many do."""
+    from vqsearch import quantizers
+
+    x = rng.standard_normal((300, 40)).astype(np.float32)
+    q = quantizers.get(spec).fit(x)
+    codes = q.encode(x[:50])
+    qw = q.work_queries(rng.standard_normal((7, 40)).astype(np.float32))
+    qi = rng.integers(0, 7, 400).astype(np.int64)
+    ri = rng.integers(0, 45, 400).astype(np.int64)  # rows 45-49 unused
+    ri[:30] = 3
+    ref = np.einsum("pd,pd->p", qw[qi], q.decode_work(codes)[ri])
+    np.testing.assert_allclose(q.ip_pairs(qw, qi, codes, ri), ref, rtol=1e-4, atol=1e-4)
+    assert q.ip_pairs(qw, qi[:0], codes, ri[:0]).shape == (0,)

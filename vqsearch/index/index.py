@@ -1,9 +1,10 @@
 """``vqsearch.Index``: quantised vector search over Arrow segments.
 
 Search is two-stage: a fast first-stage **scan** over compact codes (popcount /
-lookup-table kernels) keeps ``k × oversample`` candidates per query, then a
+lookup-table kernels) keeps up to ``k × oversample`` candidates per query, then a
 **rescore** stage decodes finer codes of just those candidates and keeps the best
-``k``.  With ``ivf`` set, vectors are grouped into k-means lists and a query scans
+``k``.  Scan estimates with an error bound (RaBitQ for sign codes) skip candidates
+that cannot reach the top ``k``.  With ``ivf`` set, vectors are grouped into k-means lists and a query scans
 only its ``nprobe`` nearest lists.  Storage is a :class:`vqsearch.storage.Store`
 (immutable Arrow segments + versioned manifests); the index composes quantisers,
 the coarse quantiser and the store, and keeps no state that the store does not.
@@ -41,7 +42,7 @@ FORMAT_VERSION = 1
 #: Debian-MiniLM set (numbers in benchmarks/RESULTS.md).  Explicit arguments override a preset.
 PRESETS: dict[str, dict[str, Any]] = {
     # 248 bytes/vector: sign bits (RaBitQ) scan, residual 4-bit trellis (QTIP) rescoring; recall@10 ≥ 0.95.
-    "default": {"scan": "binary", "rescore": "trellis:bits=4,L=12,rht=true", "ivf": "auto", "oversample": 10,
+    "default": {"scan": "binary", "rescore": "trellis:bits=4,L=12,rht=true", "ivf": "auto", "oversample": 12,
                 "residual": True},
     # ~140 bytes/vector: residual 1.75-bit E8 lattice codes; keeps label@10 within ~0.01 of exact search.
     "compact": {"scan": "binary", "rescore": "e8:bits=1.75,rht=true,scale=vector", "ivf": "auto",
@@ -162,7 +163,8 @@ class Index:
             ``None`` for a flat scan, IVF options such as ``{"nlist": 1024, "nprobe": 256}``, or ``"auto"``
             (the list count follows the size of the first batch; a single list — a flat scan — below 20,000).
         oversample:
-            Default candidates per result kept by the scan for rescoring (``k × oversample``).
+            Default candidates per result kept by the scan for rescoring (at most ``k × oversample``; a scan
+            with an error bound keeps only those that can still reach the top ``k``).
         residual:
             Rescore codes encode the residual ``x − decode(scan code)`` and rescoring uses the sum of both
             reconstructions (two-stage residual quantisation).  The scan code is stored anyway, so this
@@ -500,7 +502,7 @@ class Index:
         if masks is not None and sum(int(m.sum()) for m in masks) <= FILTER_EXACT_MAX:
             scores, refs = self._filtered_exact(snap, xq, masks, k)
         else:
-            scores, refs, scan_ip, width = self._scan(snap, xq, kk, masks, nprobe)
+            scores, refs, scan_ip, width = self._scan(snap, xq, kk, masks, nprobe, k)
             if self._rescore_q is None:  # scanners may return their rows in any order
                 scores, refs = _topk_of(scores, refs, k)
             else:
@@ -545,7 +547,8 @@ class Index:
             self._seg_cache[seg.name] = c
         return c
 
-    def _scan(self, snap: Any, xq: np.ndarray, kk: int, masks: list | None, nprobe: int | None):
+    def _scan(self, snap: Any, xq: np.ndarray, kk: int, masks: list | None, nprobe: int | None,
+              k: int | None = None):
         """First stage → (scores, refs, ip, width): the best ``kk`` scan estimates per query over all segments,
         the exact ⟨q, decode(scan code)⟩ of those rows and the half-widths of the estimates' confidence
         intervals when the scanner provides them (else ``None``)."""
@@ -574,7 +577,7 @@ class Index:
                 ranges = np.zeros((nq, 1, 2), dtype=np.int64)
                 ranges[:, 0, 1] = seg.num_rows
             v, r, ip, width = self._scanner.scan(prep, seg.column("scan"), cache.row_a, cache.row_b, ranges, live,
-                                                 kk, 2.0 if l2 else 1.0, cache.scan_data)
+                                                 kk, 2.0 if l2 else 1.0, cache.scan_data, k)
             parts.append((v, np.where(r >= 0, r | (si << _SEG_SHIFT), -1), ip, width))
         if not parts:
             return np.full((nq, 0), -np.inf, np.float32), np.full((nq, 0), -1, np.int64), None, None

@@ -31,6 +31,8 @@ import numpy as np
 
 from ..kernels.fastscan import (
     HAS_AVX512,
+    fastscan_candidates,
+    fastscan_candidates_serial,
     fastscan_topk,
     fastscan_topk_serial,
     ip_luts_u8,
@@ -104,10 +106,11 @@ class Scanner:
         return None
 
     def scan(self, prep: Prepared, codes: np.ndarray, row_a: np.ndarray, row_b: np.ndarray,
-             ranges: np.ndarray, live: np.ndarray, kk: int, scale: float,
-             seg_data: object = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+             ranges: np.ndarray, live: np.ndarray, kk: int, scale: float, seg_data: object = None,
+             k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Best ``kk`` rows per query over ``ranges`` of one segment → (scores, rows, ip, width), (nq, kk) each,
-        in any order (−1 rows score −inf).
+        in any order (−1 rows score −inf).  ``k`` (≤ kk) is the number of final results: a scanner whose
+        estimates carry a confidence bound may return only the rows that can reach the top ``k``.
 
         ``scale`` multiplies the per-query constants (2 for the l2 ranking 2⟨q,x⟩ − ‖x‖²).  ``ip`` is the
         exact ⟨q, decode(code)⟩ of each kept row when the scanner gets it for free, else ``None``.
@@ -127,7 +130,7 @@ class LutScanner(Scanner):
         qw = self.q.work_queries(xq)
         return Prepared(qw, np.zeros(qw.shape[0], np.float32), {"tables": self.tables(qw)})
 
-    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None):
+    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None, k=None):
         tables = prep.extra["tables"]
         bias = np.ascontiguousarray(np.broadcast_to((scale * prep.qconst)[:, None], ranges.shape[:2]),
                                     dtype=np.float32)
@@ -153,7 +156,7 @@ class DecodeScanner(Scanner):
     def prepare(self, xq: np.ndarray) -> Prepared:
         return Prepared(np.ascontiguousarray(xq, dtype=np.float32), np.zeros(xq.shape[0], np.float32))
 
-    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None):
+    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None, k=None):
         nq = prep.qw.shape[0]
         best_v = np.full((nq, 0), -np.inf, dtype=np.float32)
         best_r = np.full((nq, 0), -1, dtype=np.int64)
@@ -184,10 +187,10 @@ class BinarySegment:
 
 
 #: Half-width of the RaBitQ confidence interval in units of the per-row error scale ‖q‖·r·√(1 − ρ²)/(ρ√D)
-#: (Gao & Long 2024, Thm 3.2 uses ε₀ = 1.9 for a near-certain bound).  Rescoring skips candidates whose
-#: upper bound is below the k-th best lower bound; on Debian-MiniLM 1.5 rescored 21% fewer candidates at
-#: unchanged recall@10, 1.0 half of them at −0.003 (see ``benchmarks/RESULTS.md``).
-RABITQ_CONFIDENCE = 1.5
+#: (Gao & Long 2024, Thm 3.2, use ε₀ = 1.9 for a near-certain bound).  Rows whose upper bound is below the
+#: k-th best lower bound are not rescored.  On Debian-MiniLM (default preset) 1.25 kept recall@10 within
+#: 0.001 of no pruning while rescoring about a third fewer candidates; 1.0 lost 0.003–0.004.
+RABITQ_CONFIDENCE = 1.25
 
 #: Binary codes are scanned as 4-bit fast-scan codes where the CPU has the AVX-512 kernels (measured
 #: faster than the popcount cascade there, see ``benchmarks/RESULTS.md``), else by the popcount cascade.
@@ -243,15 +246,16 @@ class BinaryScanner(Scanner):
                             error=error.astype(np.float32))
         if self.fastscan:
             seg.blocks = pack_fastscan(codes[:, : self.q.nbytes])
-            seg.bounds = term_bounds(row_a, row_b, codes.shape[0])
+            seg.bounds = term_bounds(row_a, row_b, codes.shape[0], seg.error)
         else:
             seg.words_t = transpose_sign_words(codes, self.q.nbytes)
         return seg
 
-    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None):
+    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None, k=None):
         seg = self.segment_data(codes, row_a, row_b) if seg_data is None else seg_data
         parallel = scanned_rows(ranges) >= PARALLEL_MIN_WORK
         qconst = (scale * prep.qconst).astype(np.float32)
+        qwidth = ((RABITQ_CONFIDENCE * scale) * np.sqrt(np.einsum("ij,ij->i", prep.qw, prep.qw))).astype(np.float32)
         x = prep.extra
         if seg.blocks is None:
             kernel = binary_cascade_topk if parallel else binary_cascade_topk_serial
@@ -259,13 +263,16 @@ class BinaryScanner(Scanner):
                               max(CASCADE_FACTOR * kk, 64), kk, prep.qconst, seg.level)
         else:
             bias = np.ascontiguousarray(np.broadcast_to(qconst[:, None], ranges.shape[:2]))
-            kernel = fastscan_topk if parallel else fastscan_topk_serial
-            _, rows = kernel(x["lut_u8"], x["scale"], x["offset"], bias, seg.blocks, codes.shape[0], ranges, live,
-                             row_a, row_b, seg.bounds, kk)
+            args = (x["lut_u8"], x["scale"], x["offset"], bias, seg.blocks, codes.shape[0], ranges, live, row_a,
+                    row_b, seg.bounds)
+            if k is not None and k < kk:  # only rows whose interval reaches the top k (a top-k heap + appends)
+                kernel = fastscan_candidates if parallel else fastscan_candidates_serial
+                _, rows = kernel(*args, seg.error, qwidth, k, kk)
+            else:
+                _, rows = (fastscan_topk if parallel else fastscan_topk_serial)(*args, kk)
             refine = binary_refine if parallel else binary_refine_serial
             v, r, ip = refine(x["lut"], np.asarray(codes), rows, qconst, row_a, row_b, prep.qconst, seg.level)
-        qnorm = np.sqrt(np.einsum("ij,ij->i", prep.qw, prep.qw))
-        width = ((RABITQ_CONFIDENCE * scale) * qnorm[:, None] * seg.error[np.maximum(r, 0)]).astype(np.float32)
+        width = (qwidth[:, None] * seg.error[np.maximum(r, 0)]).astype(np.float32)
         return v, r, ip, width
 
 
@@ -307,7 +314,7 @@ class FastScanPQScanner(Scanner):
         codes = np.asarray(codes)
         return pack_fastscan(codes[:, : self.q.code_size]), term_bounds(row_a, row_b, codes.shape[0])
 
-    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None):
+    def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None, k=None):
         blocks, bounds = self.segment_data(codes, row_a, row_b) if seg_data is None else seg_data
         x = prep.extra
         bias = np.zeros(ranges.shape[:2], dtype=np.float32)

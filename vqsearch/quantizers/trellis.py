@@ -57,7 +57,7 @@ import numba
 import numpy as np
 
 from ..errors import DimensionMismatch, InvalidInput, InvalidSpec
-from ..kernels.trellis import decode_blocks, unpack_states, viterbi_encode
+from ..kernels.trellis import decode_blocks, ip_pairs_blocks, unpack_states, viterbi_encode
 from ..kernels.trellis import pack_states as _pack_states_kernel
 from .base import Quantizer, check_choice
 from .registry import register
@@ -445,6 +445,22 @@ class TrellisQuantizer(Quantizer):
         with numba.parallel_chunksize(max(1, bits.shape[0] // (8 * numba.get_num_threads()))):
             decode_blocks(bits, self.table, self.L, self.kv, self._scales_of(codes), out)
         return out.reshape(n, self._nblocks * self._block)
+
+    def ip_pairs(self, qw: np.ndarray, qi: np.ndarray, codes: np.ndarray, ri: np.ndarray) -> np.ndarray:
+        """Fused rescoring (:func:`~vqsearch.kernels.trellis.ip_pairs_blocks`): each distinct row is decoded once
+        into an L1-resident buffer and dotted with the queries that refer to it."""
+        from .._validation import as_code_matrix
+
+        self._require_fitted()
+        codes = as_code_matrix(codes, code_size=self._code_size())
+        n = codes.shape[0]
+        if n == 0 or qi.size == 0:
+            return np.zeros(qi.size, dtype=np.float32)
+        bb = self._block_bytes()
+        bits = np.ascontiguousarray(codes[:, : self._nblocks * bb]).reshape(n * self._nblocks, bb)
+        return ip_pairs_blocks(np.ascontiguousarray(qw, dtype=np.float32), np.ascontiguousarray(qi, dtype=np.int64),
+                               bits, np.ascontiguousarray(ri, dtype=np.int64), self.table, self.L, self.kv,
+                               self._scales_of(codes), self._nblocks)
 
     def decode_states(self, codes: np.ndarray) -> np.ndarray:
         """Trellis states of every block, int32 (n·nblocks, steps), read back from packed codes."""
