@@ -42,7 +42,7 @@ K = 10
 # name → Index.create keyword arguments (and per-search kwargs under "search").
 VQ_CONFIGS: dict[str, dict] = {
     "vq preset=default": {"preset": "default"},
-    "vq preset=default, flat (ivf=None)": {"preset": "default", "ivf": None},
+    "vq preset=default, IVF nlist=1024 nprobe=256": {"preset": "default", "ivf": {"nlist": 1024, "nprobe": 256}},
     "vq preset=default, popcount cascade scan": {"preset": "default", "popcount": True},
     "vq preset=compact": {"preset": "compact"},
     "vq preset=accurate": {"preset": "accurate"},

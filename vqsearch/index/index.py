@@ -161,7 +161,7 @@ class Index:
             to rank by the scan estimate alone.
         ivf:
             ``None`` for a flat scan, IVF options such as ``{"nlist": 1024, "nprobe": 256}``, or ``"auto"``
-            (the list count follows the size of the first batch; a single list — a flat scan — below 20,000).
+            (the list count follows the size of the first batch; a single list — a flat scan — below 100,000).
         oversample:
             Default candidates per result kept by the scan for rescoring (at most ``k × oversample``; a scan
             with an error bound keeps only those that can still reach the top ``k``).

@@ -37,7 +37,10 @@ class IVFConfig:
     ----------
     nlist:
         Number of lists (k-means centroids); ``0`` = automatic: chosen from the training sample (the first
-        batch) as the power of two nearest 4·√n, or 1 (a flat scan) below ``auto_min_vectors`` vectors.
+        batch) as the power of two nearest 4·√n, or 1 (a flat scan) below ``auto_min_vectors`` vectors:
+        batched flat scans group queries per code load (several times cheaper per row than short IVF lists),
+        so on Debian-MiniLM (60k vectors) a flat scan is as fast as IVF at nprobe = nlist/4 and loses no
+        recall to the lists.
     nprobe:
         Default lists scanned per query (per-call ``nprobe`` overrides it). More = higher recall, slower.
         ``0`` = automatic: 1/4 of the lists (on Debian-MiniLM, whose queries are worded unlike its corpus,
@@ -59,7 +62,7 @@ class IVFConfig:
     train_size: int = 262_144
     niter: int = 10
     seed: int = 0
-    auto_min_vectors: int = 20_000
+    auto_min_vectors: int = 100_000
 
     def __post_init__(self) -> None:
         if not 0 <= self.nlist <= 1 << 20:
