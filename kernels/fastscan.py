@@ -48,15 +48,21 @@ reference ``row_b[i]·Σ_p lut[q, p, c_p] + row_a[i] + bias[q, r]`` (empty ``row
 (nq,), ``bias`` float32 (nq, R), ``blocks`` from :func:`pack_fastscan`, ``n`` real rows,
 ``ranges`` int64 (nq, R, 2) disjoint half-open row ranges (``start == stop`` pads; any alignment:
 whole blocks are scored and rows outside are masked), ``live`` bool (n,) or empty, ``row_a``/
-``row_b`` float32 (n,) or empty.  Returns best-first (scores (nq, k) float32, rows (nq, k) int64),
-``-inf``/``-1`` where fewer than ``k`` rows qualify.
+``row_b`` float32 (n,) or empty, ``bounds`` from :func:`term_bounds` or empty (shape (0, 4): the
+bounds are then taken from the range's rows).  Returns best-first (scores (nq, k) float32, rows
+(nq, k) int64), ``-inf``/``-1`` where fewer than ``k`` rows qualify.
+
+:data:`fastscan_candidates` is the same scan for estimates with a confidence interval ``± w_i``
+(RaBitQ): a top-k heap of lower bounds ``s − w`` and a buffer of the rows whose upper bound reaches
+it, instead of a top-kk heap (see :func:`_confident_impl`).
 
 Consecutive queries with identical ranges (flat search) are scored together, 8 (AVX-512) or 4
 (AVX2) per code load, amortising code loads and nibble splits as FAISS's ``qbs`` does; several
 such groups walk the rows in tiles of about 256 KiB of codes so that each tile comes from L2.  Each
 kernel call also compares its 32/64 sums with a per-query integer threshold derived from the
-top-k heap's smallest score (only without ``row_a``/``row_b``, where the score is monotone in
-``S``) and returns a bit mask, so scalar code only touches rows that may enter the heap.  Kernel
+heap's smallest score and returns a bit mask, so scalar code only touches rows that may enter the
+heap.  With per-row terms the threshold holds for the range's bounds (max ``a``, min/max ``b ≥ 0``,
+per 32-row block in ``bounds``; none when some ``b < 0``).  Kernel
 tables are re-laid per query into an aligned scratch buffer (lane-broadcast for ``pshufb``, so
 table loads need no shuffle port).  Alternatives measured while tuning are listed in the docstring of
 ``benchmarks/bench_fastscan.py``.

@@ -12,8 +12,10 @@ For the ``l2`` metric the index ranks by 2⟨q, x⟩ − ‖x‖², i.e. it resc
 
 * :class:`LutScanner` — one 256-entry table per code byte and query
   (:func:`~vqsearch.kernels.scan.lut_scan_topk`); 8-bit PQ and ternary codes.
-* :class:`BinaryScanner` — sign bits: a popcount (Hamming) pass keeps ``4·kk`` rows,
-  then RaBitQ's unbiased asymmetric estimate picks ``kk``
+* :class:`BinaryScanner` — sign bits, RaBitQ's unbiased asymmetric estimate: on AVX-512 hosts
+  the 4-bit fast-scan kernel over the sign nibbles keeps the rows whose confidence interval
+  reaches the top k (:data:`~vqsearch.kernels.fastscan.fastscan_candidates`), re-estimated
+  exactly; elsewhere a popcount (Hamming) pass keeps ``4·kk`` rows and the estimate picks ``kk``
   (:func:`~vqsearch.kernels.scan.binary_cascade_topk`).
 * :class:`FastScanPQScanner` — 4-bit PQ codes: uint8 tables in SIMD registers, 64 lookups per
   instruction (:mod:`~vqsearch.kernels.fastscan`).
