@@ -80,7 +80,7 @@ from numba import config, njit, prange, types
 from numba.extending import intrinsic
 
 from ._variants import variant
-from .topk import heap_replace_root, heap_to_sorted
+from .topk import heap_replace_root, heap_to_sorted, top_k_unordered
 
 #: Rows per block.
 BLOCK = 32
@@ -684,7 +684,7 @@ def _check_shapes(lut_u8, blocks, n):
 
 
 def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, bounds, row_e, qwidth,
-                     vals, rows, cand_s, cand_i, cand_n, q0, qn):
+                     vals, rows, cand_s, cand_i, cand_n, cand_floor, q0, qn):
     """Scan queries q0..q0+qn-1 into their heaps ``vals[q]``/``rows[q]``.
 
     Queries go in groups of ``QB`` (one kernel call scores a block for the whole group) when the group's
@@ -748,9 +748,11 @@ def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a
                     amax, bmin, bmax, emax = _range_bounds(bounds, row_a, row_b, row_e, start, stop)
                 for t in range(qb):
                     q = qs + t
-                    if affine:  # confident mode: a row matters while its upper bound s + w can reach the root
-                        ahi = amax + qwidth[q] * emax if confident else amax
-                        minsum[t] = _min_sum_affine(vals[q, 0], offset[q], bias[q, r], ahi, bmin, bmax, scale[q])
+                    if confident:
+                        minsum[t] = _confident_min_sum(vals[q, 0], cand_floor[q], offset[q], bias[q, r], amax,
+                                                       qwidth[q] * emax, bmin, bmax, scale[q])
+                    elif affine:
+                        minsum[t] = _min_sum_affine(vals[q, 0], offset[q], bias[q, r], amax, bmin, bmax, scale[q])
                     else:
                         minsum[t] = _min_sum(vals[q, 0], offset[q] + bias[q, r], scale[q])
                 b = start // 32
@@ -808,10 +810,12 @@ def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a
                                 if s - w > hv[0]:
                                     heap_replace_root(hv, hr, s - w, i)
                                     pushed = True
-                                if s + w >= hv[0]:
+                                if s + w >= hv[0] and s >= cand_floor[q]:
                                     c = cand_n[q]
                                     if c == cand_s.shape[1]:
-                                        c = _prune_candidates(cand_s[q], cand_i[q], c, hv[0], qwidth[q], row_e)
+                                        c, cand_floor[q] = _prune_candidates(cand_s[q], cand_i[q], c, hv[0], qwidth[q],
+                                                                             row_e, cand_s.shape[1] // 2, cand_floor[q])
+                                        pushed = True  # the floor may have risen: refresh the threshold
                                     cand_s[q, c] = s
                                     cand_i[q, c] = i
                                     cand_n[q] = c + 1
@@ -819,9 +823,11 @@ def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a
                                 heap_replace_root(hv, hr, s, i)
                                 pushed = True
                         if pushed:
-                            if affine:
-                                ahi = amax + qwidth[q] * emax if confident else amax
-                                minsum[t] = _min_sum_affine(hv[0], off, bq, ahi, bmin, bmax, sc)
+                            if confident:
+                                minsum[t] = _confident_min_sum(hv[0], cand_floor[q], off, bq, amax, qwidth[q] * emax,
+                                                               bmin, bmax, sc)
+                            elif affine:
+                                minsum[t] = _min_sum_affine(hv[0], off, bq, amax, bmin, bmax, sc)
                             else:
                                 minsum[t] = _min_sum(hv[0], off + bq, sc)
                     b += width // 32
@@ -845,39 +851,54 @@ def _scan_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_
     for g in prange((nq + group - 1) // group):
         q0 = g * group
         _SCAN_GROUP(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, bounds, no_e, no_e, vals, rows,
-                    no_s, no_i, no_n, q0, min(group, nq - q0))
+                    no_s, no_i, no_n, no_e, q0, min(group, nq - q0))
     return vals, rows
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _confident_min_sum(root, floor, off, bias, amax, wmax, bmin, bmax, scale):
+    """Integer threshold of the confidence scan: a row matters if it may enter the heap of lower bounds
+    (``s − w > root``, so ``s > root``) or be buffered (``s + w ≥ root`` and ``s ≥ floor``)."""
+    t_conf = _min_sum_affine(root, off, bias, amax + wmax, bmin, bmax, scale)
+    t_heap = _min_sum_affine(root, off, bias, amax, bmin, bmax, scale)
+    t_floor = _min_sum_affine(floor, off, bias, amax, bmin, bmax, scale)
+    return max(t_conf, min(t_floor, t_heap))
+
+
 @njit(cache=True, nogil=True)
-def _prune_candidates(cs, ci, c, root, qwidth, row_e):
-    """Drop buffered candidates whose upper bound fell below ``root``; if that frees less than a quarter of
-    the buffer, keep the best half by score.  Returns the new count (order not kept)."""
+def _prune_candidates(cs, ci, c, root, qwidth, row_e, keep, floor):
+    """Drop buffered candidates whose upper bound fell below ``root``; of the rest keep the ``keep`` best
+    by score.  Returns (count, floor): the floor is the smallest kept score once ``keep`` were kept (rows
+    below it can no longer be among the ``keep`` best), else unchanged.  Order is not kept."""
     kept = 0
     for j in range(c):
         if cs[j] + qwidth * row_e[ci[j]] >= root:
             cs[kept] = cs[j]
             ci[kept] = ci[j]
             kept += 1
-    if kept > (3 * cs.shape[0]) // 4:
-        order = np.argsort(-cs[:kept])[: cs.shape[0] // 2]
-        top_s = cs[order]
-        top_i = ci[order]
-        kept = order.shape[0]
-        cs[:kept] = top_s
-        ci[:kept] = top_i
-    return kept
+    if kept > keep:
+        top = top_k_unordered(cs[:kept], keep)
+        top_s = cs[top]
+        top_i = ci[top]
+        cs[:keep] = top_s
+        ci[:keep] = top_i
+        floor = max(floor, top_s.min())
+        kept = keep
+    return kept, floor
 
 
 def _confident_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, bounds, row_e, qwidth, k,
                     kk):
     """Rows that may be among the best ``k`` given a confidence interval ``± qwidth[q]·row_e[i]`` around each
-    score → (scores (nq, kk), rows (nq, kk)), unordered, padded with (−inf, −1).
+    score, at most ``kk`` of them → (scores (nq, kk), rows (nq, kk)), unordered, padded with (−inf, −1).
 
-    The scan keeps a top-``k`` heap of lower bounds ``s − w`` and buffers every row whose upper bound
-    ``s + w`` reaches the heap's smallest; at the end the rows below the final k-th lower bound are dropped,
-    and if more than ``kk`` remain the ``kk`` best by score are kept.  This replaces a top-``kk`` heap,
-    whose sift-downs cost ~40 % of an IVF scan at kk = 100, with a top-``k`` heap and appends.
+    The scan keeps a top-``k`` heap of lower bounds ``s − w`` (exact: every row that could enter it is
+    scored) and buffers rows whose upper bound ``s + w`` reaches the heap's smallest.  When the buffer
+    (2·kk) fills, rows whose upper bound fell below are dropped and at most the ``kk`` best by score are
+    kept; the smallest kept score becomes a floor under which rows are no longer buffered.  At the end
+    the rows below the final k-th lower bound are dropped and at most the ``kk`` best by score returned:
+    the rows of a top-``kk`` scan that pass the confidence test (up to rows shed by a floor whose better
+    rows later fail the test), for a top-``k`` heap and appends instead of a top-``kk`` heap.
     """
     _check_shapes(lut_u8, blocks, n)
     if k < 1 or kk < k:
@@ -886,29 +907,24 @@ def _confident_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a,
     group = (_QB_VBMI if blocks.ndim == 4 else _QB_PSHUFB) * _GROUPS_PER_TILE
     vals = np.full((nq, k), -np.inf, dtype=np.float32)
     rows = np.full((nq, k), -1, dtype=np.int64)
-    cap = max(4 * kk, 64)
+    cap = 2 * kk
     cand_s = np.empty((nq, cap), dtype=np.float32)
     cand_i = np.empty((nq, cap), dtype=np.int64)
     cand_n = np.zeros(nq, dtype=np.int64)
+    cand_floor = np.full(nq, -np.inf, dtype=np.float32)
     out_s = np.full((nq, kk), -np.inf, dtype=np.float32)
     out_i = np.full((nq, kk), -1, dtype=np.int64)
     for g in prange((nq + group - 1) // group):
         q0 = g * group
         qn = min(group, nq - q0)
         _SCAN_GROUP(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, bounds, row_e, qwidth, vals,
-                    rows, cand_s, cand_i, cand_n, q0, qn)
+                    rows, cand_s, cand_i, cand_n, cand_floor, q0, qn)
         for q in range(q0, q0 + qn):
             root = vals[q, k - 1]  # heap_to_sorted left the k-th largest lower bound last
-            c = _prune_candidates(cand_s[q], cand_i[q], cand_n[q], root, qwidth[q], row_e)
-            if c > kk:
-                order = np.argsort(-cand_s[q, :c])[:kk]
-                for t in range(kk):
-                    out_s[q, t] = cand_s[q, order[t]]
-                    out_i[q, t] = cand_i[q, order[t]]
-            else:
-                for t in range(c):
-                    out_s[q, t] = cand_s[q, t]
-                    out_i[q, t] = cand_i[q, t]
+            c, _ = _prune_candidates(cand_s[q], cand_i[q], cand_n[q], root, qwidth[q], row_e, kk, cand_floor[q])
+            for t in range(c):
+                out_s[q, t] = cand_s[q, t]
+                out_i[q, t] = cand_i[q, t]
     return out_s, out_i
 
 
