@@ -674,6 +674,24 @@ def _range_bounds(bounds, row_a, row_b, row_e, start, stop):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _threshold(root, off, bias, scale, affine, amax, bmin, bmax, confident, cand_floor, qwidth, emax, q):
+    """Integer sum below which a row of the current range cannot matter to query ``q`` (heap root ``root``).
+
+    Plain scores: it cannot beat the root.  Affine scores: the same for every row within the range's bounds.
+    Confidence scan: it can neither enter the heap of lower bounds (``s − w > root``, so ``s > root``) nor be
+    buffered (``s + w ≥ root`` and ``s ≥`` the query's floor).
+    """
+    if not affine:
+        return _min_sum(root, off + bias, scale)
+    t_heap = _min_sum_affine(root, off, bias, amax, bmin, bmax, scale)
+    if not confident:
+        return t_heap
+    t_conf = _min_sum_affine(root, off, bias, amax + qwidth[q] * emax, bmin, bmax, scale)
+    t_floor = _min_sum_affine(cand_floor[q], off, bias, amax, bmin, bmax, scale)
+    return max(t_conf, min(t_floor, t_heap))
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _check_shapes(lut_u8, blocks, n):
     vbmi = blocks.ndim == 4
     per_step = 8 if vbmi else 2
@@ -732,6 +750,8 @@ def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a
     tile = max(2, (_TILE_BYTES // bstride) // 2 * 2)  # blocks per tile, even (the 64-row kernel pairs blocks)
     if nunits == qn:  # no query groups share a code load: one pass per query in range order
         tile = nblocks + 1
+    amax = emax = np.float32(0.0)  # row-term bounds of the current range (affine scores only)
+    bmin = bmax = np.float32(1.0)
     for tile0 in range(0, nblocks, tile):
         tile_lo = tile0 * 32
         tile_hi = min(tile0 + tile, nblocks) * 32
@@ -748,13 +768,8 @@ def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a
                     amax, bmin, bmax, emax = _range_bounds(bounds, row_a, row_b, row_e, start, stop)
                 for t in range(qb):
                     q = qs + t
-                    if confident:
-                        minsum[t] = _confident_min_sum(vals[q, 0], cand_floor[q], offset[q], bias[q, r], amax,
-                                                       qwidth[q] * emax, bmin, bmax, scale[q])
-                    elif affine:
-                        minsum[t] = _min_sum_affine(vals[q, 0], offset[q], bias[q, r], amax, bmin, bmax, scale[q])
-                    else:
-                        minsum[t] = _min_sum(vals[q, 0], offset[q] + bias[q, r], scale[q])
+                    minsum[t] = _threshold(vals[q, 0], offset[q], bias[q, r], scale[q], affine, amax, bmin, bmax,
+                                           confident, cand_floor, qwidth, emax, q)
                 b = start // 32
                 bend = (stop + 31) // 32
                 while b < bend:
@@ -823,13 +838,8 @@ def _scan_group_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a
                                 heap_replace_root(hv, hr, s, i)
                                 pushed = True
                         if pushed:
-                            if confident:
-                                minsum[t] = _confident_min_sum(hv[0], cand_floor[q], off, bq, amax, qwidth[q] * emax,
-                                                               bmin, bmax, sc)
-                            elif affine:
-                                minsum[t] = _min_sum_affine(hv[0], off, bq, amax, bmin, bmax, sc)
-                            else:
-                                minsum[t] = _min_sum(hv[0], off + bq, sc)
+                            minsum[t] = _threshold(hv[0], off, bq, sc, affine, amax, bmin, bmax, confident,
+                                                   cand_floor, qwidth, emax, q)
                     b += width // 32
     for q in range(q0, q0 + qn):
         heap_to_sorted(vals[q], rows[q])
@@ -853,16 +863,6 @@ def _scan_impl(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_
         _SCAN_GROUP(lut_u8, scale, offset, bias, blocks, n, ranges, live, row_a, row_b, bounds, no_e, no_e, vals, rows,
                     no_s, no_i, no_n, no_e, q0, min(group, nq - q0))
     return vals, rows
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _confident_min_sum(root, floor, off, bias, amax, wmax, bmin, bmax, scale):
-    """Integer threshold of the confidence scan: a row matters if it may enter the heap of lower bounds
-    (``s − w > root``, so ``s > root``) or be buffered (``s + w ≥ root`` and ``s ≥ floor``)."""
-    t_conf = _min_sum_affine(root, off, bias, amax + wmax, bmin, bmax, scale)
-    t_heap = _min_sum_affine(root, off, bias, amax, bmin, bmax, scale)
-    t_floor = _min_sum_affine(floor, off, bias, amax, bmin, bmax, scale)
-    return max(t_conf, min(t_floor, t_heap))
 
 
 @njit(cache=True, nogil=True)

@@ -405,7 +405,7 @@ def _binary_refine(lut, codes, rows, qconst, row_a, row_b, qc, level):
             vals[q, j] = est
             if has_level:
                 ip[q, j] = qc[q] + level[i] * s
-    return vals, rows.copy(), ip
+    return vals, rows, ip
 
 
 binary_refine = variant(_binary_refine, "binary_refine", parallel=True)

@@ -87,17 +87,20 @@ def merge_topk(vals_a, ids_a, vals_b, ids_b, k):
     return out_v, out_i
 
 
+@njit(cache=True, nogil=True, inline="always")
+def dot_f32(x, y):
+    """⟨x, y⟩ of two float32 vectors in float32 (callers compile with fastmath, so it vectorises)."""
+    s = np.float32(0.0)
+    for j in range(x.shape[0]):
+        s += x[j] * y[j]
+    return s
+
+
 def _rows_dot_impl(a, ai, b, bi):
     m = ai.shape[0]
-    d = a.shape[1]
     out = np.empty(m, dtype=np.float32)
     for t in prange(m):
-        x = a[ai[t]]
-        y = b[bi[t]]
-        s = np.float32(0.0)
-        for j in range(d):
-            s += x[j] * y[j]
-        out[t] = s
+        out[t] = dot_f32(a[ai[t]], b[bi[t]])
     return out
 
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .topk import dot_f32
+
 # ----------------------------------------------------------------------------- phase 1
 # m[j] = min_p prev[p*M + j], bp[j] = argmin (first minimum wins: strict "<").
 
@@ -411,7 +413,7 @@ def _decode_block(row, vals, L, kv, sc, orow):
     v1 = vals[V - 1]
     if kv == 4:
         # Steps 2p and 2p + 1 start at bits 8p and 8p + 4: both states are windows of the 24 bits in bytes
-        # p..p+2 (L ≤ 20), independent of each other, so the loop pipelines (≈ 1.5× faster per value than
+        # p..p+2 (L ≤ 20), independent of each other, so the loop pipelines (1.3–1.4× faster per value than
         # the shift register below, measured).
         mask = np.int64((1 << L) - 1)
         sh0 = 24 - L
@@ -505,9 +507,5 @@ def ip_pairs_blocks(qw: np.ndarray, qi: np.ndarray, codes: np.ndarray, ri: np.nd
                 _decode_block(codes[i], vals, L, kv, scales[i], buf[b * block:(b + 1) * block])
             for t in range(start[u], start[u + 1]):
                 p = order[t]
-                x = qw[qi[p]]
-                s = np.float32(0.0)
-                for j in range(d):
-                    s += x[j] * buf[j]
-                out[p] = s
+                out[p] = dot_f32(qw[qi[p]], buf)
     return out

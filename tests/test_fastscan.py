@@ -44,20 +44,24 @@ def _ref_scores(lut_u8, scale, offset, codes, row_a, row_b):
     return s.astype(np.float32)
 
 
+def _query_rows(base, ranges, bias, live, q):
+    """(rows, float32 scores) a scan of query ``q`` sees: live rows of its ranges, scored ``base + bias``."""
+    n = base.shape[1]
+    cand_rows, cand_scores = [], []
+    for r in range(ranges.shape[1]):
+        lo, hi = max(ranges[q, r, 0], 0), min(ranges[q, r, 1], n)
+        idx = np.arange(lo, hi)
+        if live.size:
+            idx = idx[live[idx]]
+        cand_rows.append(idx)
+        cand_scores.append(base[q, idx] + bias[q, r])
+    return np.concatenate(cand_rows), np.concatenate(cand_scores).astype(np.float32)
+
+
 def _check_topk(vals, rows, base, ranges, bias, live, k):
     """Scores equal the reference top-k exactly; returned rows are valid, distinct and carry their score."""
-    n = base.shape[1]
     for q in range(vals.shape[0]):
-        cand_rows, cand_scores = [], []
-        for r in range(ranges.shape[1]):
-            lo, hi = max(ranges[q, r, 0], 0), min(ranges[q, r, 1], n)
-            idx = np.arange(lo, hi)
-            if live.size:
-                idx = idx[live[idx]]
-            cand_rows.append(idx)
-            cand_scores.append(base[q, idx] + bias[q, r])
-        cr = np.concatenate(cand_rows)
-        cs = np.concatenate(cand_scores).astype(np.float32)
+        cr, cs = _query_rows(base, ranges, bias, live, q)
         order = np.argsort(-cs, kind="stable")[:k]
         want = cs[order]
         got = min(k, cr.size)
@@ -244,17 +248,22 @@ def _ranges_case(rng, nq, n):
     return ranges
 
 
+def _scan_case(rng, layout, n, m, nq):
+    """Random codes and tables of ``m`` sub-quantisers, packed, with the mixed ranges and random biases."""
+    codes, lut = _data(rng, n, m, nq)
+    lut_u8, scale, offset = fs.quantize_luts(lut)
+    ranges = _ranges_case(rng, nq, n)
+    bias = rng.standard_normal((nq, ranges.shape[1])).astype(np.float32)
+    return codes, lut_u8, scale, offset, fs.pack_fastscan(codes, layout), ranges, bias
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("affine", ["plain", "a_b_signed", "b_positive", "a_b_positive_bounds"])
 def test_topk_matches_reference(layout, affine, rng):
     """Plain sums, then affine row terms: b of either sign (no integer threshold), b ≥ 0 (a threshold from
     the range's own rows), and b ≥ 0 with per-block bounds (:func:`term_bounds`)."""
-    n, m, nq, k = 517, 13, 11, 17
-    codes, lut = _data(rng, n, m, nq)
-    lut_u8, scale, offset = fs.quantize_luts(lut)
-    blocks = fs.pack_fastscan(codes, layout)
-    ranges = _ranges_case(rng, nq, n)
-    bias = rng.standard_normal((nq, ranges.shape[1])).astype(np.float32)
+    n, nq, k = 517, 11, 17
+    codes, lut_u8, scale, offset, blocks, ranges, bias = _scan_case(rng, layout, n, 13, nq)
     live = rng.random(n) > 0.25
     row_a = row_b = EMPTY_F
     if affine != "plain":
@@ -278,12 +287,8 @@ def test_confident_candidates_match_reference(layout, kk, rng):
     """fastscan_candidates returns rows whose interval s ± w reaches the exact k-th largest lower bound over
     the query's live rows (R), at most kk of them, and among them every row of R that is also among the kk
     best scores overall (a floor only sheds rows that kk better ones beat); every twin agrees."""
-    n, m, nq, k = 700, 14, 11, 4
-    codes, lut = _data(rng, n, m, nq)
-    lut_u8, scale, offset = fs.quantize_luts(lut)
-    blocks = fs.pack_fastscan(codes, layout)
-    ranges = _ranges_case(rng, nq, n)
-    bias = rng.standard_normal((nq, ranges.shape[1])).astype(np.float32)
+    n, nq, k = 700, 11, 4
+    codes, lut_u8, scale, offset, blocks, ranges, bias = _scan_case(rng, layout, n, 14, nq)
     live = rng.random(n) > 0.2
     row_a = rng.standard_normal(n).astype(np.float32)
     row_b = rng.uniform(0.3, 2, n).astype(np.float32)
@@ -299,14 +304,7 @@ def test_confident_candidates_match_reference(layout, kk, rng):
         np.testing.assert_array_equal(rows, results[0][1])
         assert vals.shape == rows.shape == (nq, kk)
         for q in range(nq):
-            idx, sc = [], []
-            for r in range(ranges.shape[1]):
-                lo, hi = max(ranges[q, r, 0], 0), min(ranges[q, r, 1], n)
-                ids = np.arange(lo, hi)
-                ids = ids[live[ids]]
-                idx.append(ids)
-                sc.append((base[q, ids] + bias[q, r]).astype(np.float32))
-            idx, sc = np.concatenate(idx), np.concatenate(sc)
+            idx, sc = _query_rows(base, ranges, bias, live, q)
             w = qwidth[q] * row_e[idx]
             root = np.sort(sc - w)[::-1][k - 1]
             in_r = set(idx[sc + w >= root].tolist())

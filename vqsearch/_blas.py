@@ -16,6 +16,9 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 _lock = threading.Lock()
 _depth = 0
@@ -51,6 +54,7 @@ def single_threaded_blas() -> Iterator[None]:
 
 
 _pool = None
+_pool_size = 0
 _pool_lock = threading.Lock()
 #: Below this many output values a product runs on the calling thread only.
 SPLIT_MIN_OUTPUT = 1 << 17
@@ -62,18 +66,17 @@ def matmul_split(a, b, threads: int):
     Inside :func:`single_threaded_blas` each part runs on one BLAS thread, so this is how a search uses
     several cores for its products without waking BLAS's own (busy-waiting) workers.
     """
-    import numpy as np
-
-    global _pool
+    global _pool, _pool_size
     n = a.shape[0]
     threads = max(1, min(int(threads), n))
     if threads == 1 or n * b.shape[1] < SPLIT_MIN_OUTPUT:
         return a @ b
     with _pool_lock:
-        if _pool is None or _pool._max_workers < threads:
-            from concurrent.futures import ThreadPoolExecutor
-
+        if _pool_size < threads:
+            if _pool is not None:  # running maps finish; its idle threads exit
+                _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vqsearch-blas")
+            _pool_size = threads
         pool = _pool
     out = np.empty((n, b.shape[1]), dtype=np.result_type(a, b))
     cuts = np.linspace(0, n, threads + 1).astype(int)

@@ -587,9 +587,7 @@ class Index:
         refs = np.concatenate([p[1] for p in parts], axis=1)
         extras = [None if any(p[j] is None for p in parts) else np.concatenate([p[j] for p in parts], axis=1)
                   for j in (2, 3)]
-        kept = _topk_of(scores, refs, kk, *(e for e in extras if e is not None))
-        it = iter(kept[2:])
-        return kept[0], kept[1], *(None if e is None else next(it) for e in extras)
+        return _topk_of(scores, refs, kk, *extras)
 
     def _filtered_exact(self, snap: Any, xq: np.ndarray, masks: list, k: int):
         """Score every selected row with the finest reconstruction (BLAS products), keep the best k."""
@@ -752,15 +750,16 @@ def _confident_candidates(scores: np.ndarray, refs: np.ndarray, width: np.ndarra
     return np.where(valid & (scores + width >= kth), refs, -1)
 
 
-def _topk_of(scores: np.ndarray, refs: np.ndarray, k: int, *payload: np.ndarray):
+def _topk_of(scores: np.ndarray, refs: np.ndarray, k: int, *payload: np.ndarray | None):
     """Best k per row of (scores, refs), descending; pads with (−inf, −1).  Arrays in ``payload`` (same
-    shape) are reordered alongside and returned after (scores, refs), padded with 0."""
+    shape) are reordered alongside and returned after (scores, refs), padded with 0; ``None`` stays ``None``."""
     nq, m = scores.shape
     if m < k:
         pad = k - m
         scores = np.concatenate([scores, np.full((nq, pad), -np.inf, np.float32)], axis=1)
         refs = np.concatenate([refs, np.full((nq, pad), -1, np.int64)], axis=1)
-        payload = tuple(np.concatenate([p, np.zeros((nq, pad), p.dtype)], axis=1) for p in payload)
+        payload = tuple(None if p is None else np.concatenate([p, np.zeros((nq, pad), p.dtype)], axis=1)
+                        for p in payload)
         m = k
     if m > k:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -770,8 +769,8 @@ def _topk_of(scores: np.ndarray, refs: np.ndarray, k: int, *payload: np.ndarray)
     order = np.argsort(-s, axis=1, kind="stable")
     s = np.take_along_axis(s, order, axis=1)
 
-    def pick(a: np.ndarray) -> np.ndarray:
-        return np.take_along_axis(np.take_along_axis(a, part, axis=1), order, axis=1)
+    def pick(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else np.take_along_axis(np.take_along_axis(a, part, axis=1), order, axis=1)
 
     r = np.where(np.isfinite(s), pick(refs), -1)
     return (s.astype(np.float32), r, *(pick(p) for p in payload))
