@@ -36,20 +36,14 @@ znver5 box shared with other jobs, ±5 %):
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
 
 import faiss
 import numba
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench_common import banner, load_debian, table, timed
 from vqsearch.kernels import fastscan as fs
 from vqsearch.kernels.scan import lut_scan_topk, lut_scan_topk_serial
-
-from benchmarks.common import banner, load_debian, table, timed
 
 D, M, NBITS, K = 384, 96, 4, 10
 NQ = int(os.environ.get("VQSEARCH_FASTSCAN_NQ", 1000))

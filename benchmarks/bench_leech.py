@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench_common import banner, table, timed
 from vqsearch.kernels import leech as kl
 
-from benchmarks.common import banner, table, timed
 from vqsearch import quantizers
 from vqsearch.quantizers.leech import DEFAULT_SHELLS, golay_words, nearest_point_j
 

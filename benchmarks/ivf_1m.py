@@ -24,15 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import faiss
 import numba
+import numpy as np
+from bench_common import banner, table
 
 import vqsearch
-from benchmarks.common import banner, table
 
 N = int(os.environ.get("VQSEARCH_IVF_N", 1_000_000))
 D = 384

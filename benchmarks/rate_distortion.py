@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
+from bench_common import banner, load_debian, table, timed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.common import banner, load_debian, table, timed
 from vqsearch import quantizers
 
 GAUSS_N = int(os.environ.get("VQSEARCH_RD_N", 512))

@@ -23,16 +23,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import faiss
 import hnswlib
 import numba
+import numpy as np
+from bench_common import banner, load_debian, table
 
 import vqsearch
-from benchmarks.common import banner, load_debian, table
 from vqsearch.index import scanners
 
 THREADS = int(os.environ.get("VQSEARCH_THREADS", 2))

@@ -38,16 +38,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.common import DEBIAN, banner, table
+from bench_common import DEBIAN, banner, table
 
 NQ = int(os.environ.get("VQSEARCH_WEIGHTS_NQ", 1000))
 N_CORPUS = int(os.environ.get("VQSEARCH_WEIGHTS_CORPUS", 1000))

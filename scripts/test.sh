@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# Install vqsearch with its test and model extras into ./.venv and run the test suite.
-# Usage: bash scripts/test.sh [pytest args...]
+# Install vqsearch with its test extras into ./.venv (versions from requirements.lock) and run the test suite.
+# Usage: bash scripts/test.sh [--latest] [pytest args...]
+#   --latest  test against the newest releases instead, in ./.venv-latest (see README: refreshing the lock)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
-fi
-. .venv/bin/activate
-python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[dev,models]"
+. scripts/_venv.sh
+latest=0
+if [ "${1:-}" = "--latest" ]; then latest=1; shift; fi
+vq_install "dev,models" "$latest"
 set +e
-pytest "$@"
+python -m pytest "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import vqtest_reference as ref
 from vqsearch.kernels.popcount import byte_luts, byte_luts_serial, hamming_u64, hamming_u64_serial
 from vqsearch.kernels.pq import adc_scan8
+from vqtest_data import ODD_DIMS
 
-from tests import reference as ref
-from tests.conftest import ODD_DIMS
 from vqsearch import errors, quantizers
 from vqsearch.quantizers.binary import pack_words
 

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from vqtest_data import clustered
 
-from tests.conftest import clustered
 from vqsearch import Index
 from vqsearch.cli import main
 

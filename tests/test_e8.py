@@ -12,8 +12,8 @@ import itertools
 import numpy as np
 import pytest
 from vqsearch.kernels import e8 as K
+from vqtest_data import ODD_DIMS
 
-from tests.conftest import ODD_DIMS
 from vqsearch import errors, quantizers
 from vqsearch.quantizers import e8 as e8mod
 from vqsearch.quantizers.e8_codebook import (

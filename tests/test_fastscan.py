@@ -375,7 +375,7 @@ def test_medium_flat_search(rng):
 
 
 # ----------------------------------------------------------------------------- on-disk cache
-def test_cached_kernels_load_in_a_new_process():
+def test_cached_kernels_load_in_a_new_process(tmp_path):
     """``cache=True`` works with the intrinsics: another process loads the stored machine code and agrees."""
     script = textwrap.dedent("""
         import numpy as np
@@ -391,7 +391,9 @@ def test_cached_kernels_load_in_a_new_process():
                                              fs.pack_fastscan(codes), 300, ranges, np.zeros(0, bool), e, e, nb, 5)
         print(len(fs.fastscan_topk_serial.stats.cache_hits), rows.tolist(), vals.tolist())
     """)
-    here = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
-    there = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    here = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True,
+                          cwd=tmp_path)
+    there = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True,
+                          cwd=tmp_path)
     assert there.stdout.split(" ", 1)[0] == "1"  # loaded from the cache the first run wrote (or found)
     assert here.stdout.split(" ", 1)[1] == there.stdout.split(" ", 1)[1]

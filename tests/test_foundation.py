@@ -6,8 +6,8 @@ import pickle
 
 import numpy as np
 import pytest
+from vqtest_data import ODD_DIMS
 
-from tests.conftest import ODD_DIMS
 from vqsearch import errors, quantizers
 from vqsearch.rht import RandomizedHadamard, hadamard_size, paley_hadamard
 

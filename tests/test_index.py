@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from vqtest_data import clustered
 
-from tests.conftest import clustered
 from vqsearch import Index, errors
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import vqtest_reference as ref
 from vqsearch.kernels.pq import (
     adc_scan4,
     adc_scan4_serial,
@@ -12,9 +13,8 @@ from vqsearch.kernels.pq import (
     pq_assign,
     pq_assign_serial,
 )
+from vqtest_data import ODD_DIMS, clustered
 
-from tests import reference as ref
-from tests.conftest import ODD_DIMS, clustered
 from vqsearch import errors, quantizers
 
 faiss = pytest.importorskip("faiss")
@@ -78,7 +78,12 @@ def test_codes_and_decode_equal_faiss_with_same_codebooks(spec, data, fitted):
     q = fitted[spec]
     pq = faiss_pq_with(q)
     codes = q.encode(data["x"])
-    np.testing.assert_array_equal(codes, pq.compute_codes(q.to_work(data["x"])))  # same packing
+    theirs = pq.compute_codes(q.to_work(data["x"]))
+    # Same packing.  Tie-aware: where codewords are equidistant (a sub-space of zero padding, as for
+    # m=13 over 48 dimensions) faiss versions break ties differently; both choices must decode alike.
+    differ = np.flatnonzero((codes != theirs).any(axis=0))
+    assert differ.size <= 1, f"codes differ in bytes {differ.tolist()}"
+    np.testing.assert_allclose(q.decode(codes), q.decode(theirs), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(q.decode(codes), pq.decode(codes)[:, :48], rtol=1e-6, atol=1e-6)
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import vqtest_reference as ref
 from vqsearch.kernels import scalar as ks
+from vqtest_data import ODD_DIMS
 
-from tests import reference as ref
-from tests.conftest import ODD_DIMS
 from vqsearch import errors, quantizers
 
 

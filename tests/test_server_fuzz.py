@@ -22,8 +22,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from .test_server import ARROW, A, LiveServer, arrow_stream, settings_for, vector_table
+from vqtest_server import ARROW, A, LiveServer, arrow_stream, settings_for, vector_table
 
 DIM = 4
 COLUMNS = ["i", "f", "s", "b"]

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from vqtest_storage import check_matches, config, write
 
-from tests.test_storage import check_matches, config, write
 from vqsearch.storage import Store
 
 TRIALS = 30

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import vqtest_reference as ref
 from vqsearch.kernels.popcount import ternary_dot_u64, ternary_dot_u64_serial
+from vqtest_data import ODD_DIMS
 
-from tests import reference as ref
-from tests.conftest import ODD_DIMS
 from vqsearch import errors, quantizers
 from vqsearch.quantizers.binary import pack_words
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from vqsearch.kernels.trellis import decode_blocks, pack_states, unpack_states, viterbi_encode
+from vqtest_data import ODD_DIMS
 
-from tests.conftest import ODD_DIMS
 from vqsearch import errors, quantizers
 from vqsearch.quantizers.trellis import (
     TrellisQuantizer,

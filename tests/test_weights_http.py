@@ -19,11 +19,10 @@ import pyarrow as pa
 import pytest
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save_file
+from vqtest_server import READER, LiveServer, assert_error, settings_for
 
 from vqsearch import weights
 from vqsearch.weights.shards import decode_record
-
-from .test_server import READER, LiveServer, assert_error, settings_for
 
 R = {"Authorization": f"Bearer {READER}"}
 
