@@ -203,17 +203,22 @@ class Point(BaseModel):
 
 
 # ---------------------------------------------------------------- search
-class SearchRequest(_Model):
-    """k-nearest-neighbour search for one or more query vectors (or texts, with an embedder)."""
+class SearchOptions(_Model):
+    """Search parameters without the queries (binary request bodies carry them in the query string)."""
 
-    vectors: list[list[float]] | None = Field(None, min_length=1, max_length=MAX_QUERIES)
-    texts: list[str] | None = Field(None, min_length=1, max_length=MAX_QUERIES)
     k: int = Field(10, ge=1, le=MAX_K, description="Results per query (fewer if the collection is smaller).")
     filter: dict[str, Any] | None = Field(
         None, description="Metadata filter, e.g. {\"section\": \"python\"} or {\"year\": {\"gte\": 2020}}.")
     include: list[str] = Field([], max_length=MAX_INCLUDE, description="Metadata columns returned with hits.")
     oversample: int | None = Field(None, ge=1, le=1000, description="Scan candidates per result for rescoring.")
     nprobe: int | None = Field(None, ge=1, le=1 << 20, description="IVF lists scanned per query.")
+
+
+class SearchRequest(SearchOptions):
+    """k-nearest-neighbour search for one or more query vectors (or texts, with an embedder)."""
+
+    vectors: list[list[float]] | None = Field(None, min_length=1, max_length=MAX_QUERIES)
+    texts: list[str] | None = Field(None, min_length=1, max_length=MAX_QUERIES)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"vectors": [_EX_VECTOR], "k": 10, "filter": {"section": "python"}, "include": ["section"]},

@@ -68,8 +68,10 @@ def bulk(live: LiveServer, admin: httpx.Client, tmp_path_factory: pytest.TempPat
     group = (np.arange(n) % 50).astype(np.int64)
     tag = pa.array([f"t{i % 7}" for i in range(n)])
     table = vector_table(ids, x, group=pa.array(group), tag=tag)
-    # flat scan (ivf null) keeps this fixture fast; IVF identity is tested on a smaller collection below
-    r = admin.post("/v1/collections", json={"name": "bulk", "dim": d, "metric": "cosine", "ivf": None})
+    # flat scan (ivf null) and sq8 rescoring keep this fixture fast (the default trellis encoding of 120k vectors
+    # takes minutes on a loaded 2-core machine); IVF identity is tested on a smaller collection below
+    spec = {"dim": d, "metric": "cosine", "ivf": None, "rescore": "sq8"}
+    r = admin.post("/v1/collections", json={"name": "bulk", **spec})
     assert r.status_code == 201, r.text
     body = arrow_stream(table)
     t0 = time.perf_counter()
@@ -77,7 +79,7 @@ def bulk(live: LiveServer, admin: httpx.Client, tmp_path_factory: pytest.TempPat
     ingest_s = time.perf_counter() - t0
     assert r.status_code == 200, r.text
     assert r.json() == {"upserted": n, "count": n}
-    ref = vqsearch.Index.create(tmp_path_factory.mktemp("ref") / "bulk", dim=d, metric="cosine", ivf=None)
+    ref = vqsearch.Index.create(tmp_path_factory.mktemp("ref") / "bulk", **spec)
     ref.upsert(x, ids, metadata=table.select(["group", "tag"]))
     return {"x": x, "ids": ids, "ref": ref, "n": n, "d": d, "ingest_s": ingest_s, "bytes": len(body)}
 
