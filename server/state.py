@@ -11,7 +11,8 @@ and stores it on ``app.state.vq``.  Blocking work never runs on the event loop:
   single-writer lock on the event loop (so waiting writers hold no thread) and then runs
   in a pool bounded by ``settings.write_threads``; a write that starts while searches
   are queued or running encodes with at most ``settings.ingest_workers`` numba threads
-  (half the cores by default), so ingest cannot take every core from searches.  A write is acknowledged only after its atomic commit returns.
+  (half the cores by default), so ingest cannot take every core from searches.  A write
+  is acknowledged only after its atomic commit returns.
 
 Searches never take the writer lock: the index's read path works on pinned snapshots.
 """

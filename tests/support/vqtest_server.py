@@ -62,7 +62,8 @@ class LiveServer:
 
 def settings_for(data_dir: Path, **kw: Any) -> Settings:
     base: dict[str, Any] = {"data_dir": data_dir, "api_keys": (ADMIN,), "read_only_keys": (READER,),
-                            "max_json_bytes": MIB, "max_arrow_bytes": 64 * MIB, "search_threads": 2}
+                            "max_json_bytes": MIB, "max_arrow_bytes": 64 * MIB, "search_threads": 2,
+                            "request_timeout": 120.0}  # first searches compile numba kernels: slow on a busy machine
     base.update(kw)
     return Settings(**base)
 
