@@ -108,12 +108,12 @@ class Settings(BaseModel):
                 raise ValueError("API keys must be non-empty and contain no whitespace")
             if len(key) < 8:
                 raise ValueError("API keys must be at least 8 characters long")
-            if not key.isprintable():
-                raise ValueError("API keys must not contain control characters")
             try:  # compared as UTF-8 bytes with the bytes of the Authorization header
                 key.encode("utf-8")
             except UnicodeEncodeError:
                 raise ValueError("API keys must be valid UTF-8 text") from None
+            if not key.isprintable():
+                raise ValueError("API keys must not contain control characters")
         return tuple(dict.fromkeys(v))
 
     @model_validator(mode="after")
