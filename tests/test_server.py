@@ -500,3 +500,19 @@ def test_metrics_prometheus_text(live: LiveServer, bulk: dict) -> None:
     assert samples['vqsearch_collection_vectors{collection="bulk"}'] == bulk["n"]
     assert samples['vqsearch_collection_bytes{collection="bulk"}'] > bulk["n"] * 8
     assert samples['vqsearch_worker_threads_limit{pool="read"}'] == 4
+
+
+def test_docs_pages_load_every_asset_from_the_server(live: LiveServer) -> None:
+    import re
+
+    with live.client() as c:
+        for page in ("/docs", "/redoc"):
+            r = c.get(page)
+            assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+            refs = re.findall(r'(?:src|href)="([^"]+)"', r.text) + re.findall(r"url: '([^']+)'", r.text)
+            refs += re.findall(r'spec-url="([^"]+)"', r.text)
+            assert any(ref.endswith(".js") for ref in refs), (page, refs)
+            for ref in refs:
+                assert ref.startswith("/") and not ref.startswith("//"), f"{page} loads {ref} from elsewhere"
+                asset = c.get(ref)
+                assert asset.status_code == 200 and len(asset.content) > 100, (page, ref, asset.status_code)
