@@ -499,7 +499,7 @@ def test_metrics_prometheus_text(live: LiveServer, bulk: dict) -> None:
         samples[f"vqsearch_http_request_duration_seconds_count{{{search}}}"]
     assert samples['vqsearch_collection_vectors{collection="bulk"}'] == bulk["n"]
     assert samples['vqsearch_collection_bytes{collection="bulk"}'] > bulk["n"] * 8
-    assert samples['vqsearch_worker_threads_limit{pool="read"}'] == 4
+    assert samples['vqsearch_worker_threads_limit{pool="read"}'] == 2  # search_threads of settings_for
 
 
 def test_docs_pages_load_every_asset_from_the_server(live: LiveServer) -> None:
