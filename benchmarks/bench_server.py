@@ -70,7 +70,7 @@ ECHO_APP = textwrap.dedent('''
     async def search(body: Body) -> dict:
         return {"results": [HITS for _ in body.vectors]}
 
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", loop=sys.argv[2], http=sys.argv[3])
 ''')
 
 
@@ -193,20 +193,23 @@ def writer_process(url: str, xb: np.ndarray, seconds: float, out: Any) -> None:
     rng = np.random.default_rng(1)
     acked: list[list[int]] = []
     statuses: list[int] = []
+    latencies: list[float] = []
     end = time.monotonic() + seconds
     j = 0
     with httpx.Client(base_url=url, headers=H, timeout=60) as c:
         while time.monotonic() < end:
             ids = list(range(WRITE_ID0 + j * WRITE_BATCH, WRITE_ID0 + (j + 1) * WRITE_BATCH))
             vecs = rng.standard_normal((WRITE_BATCH, xb.shape[1])).astype(np.float32)
+            t0 = time.perf_counter()
             r = c.post("/v1/collections/debian/points", json={"ids": ids, "vectors": vecs.tolist()})
+            latencies.append(time.perf_counter() - t0)
             statuses.append(r.status_code)
             if r.status_code == 200:
                 acked.append(ids)
                 np.save(Path(tempfile.gettempdir()) / f"vqbench-w{os.getpid()}-{j}.npy", vecs)
             j += 1
             time.sleep(WRITE_PAUSE)
-    out.put((acked, statuses, os.getpid()))
+    out.put((acked, statuses, os.getpid(), latencies))
 
 
 def verify_writes(url: str, acked: list[list[int]], pid: int) -> int:
@@ -241,15 +244,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "echo.py").write_text(ECHO_APP)
-        echo_port, port = free_port(), free_port()
+        echo_port, plain_port, port = free_port(), free_port(), free_port()
         env = {**os.environ, "VQSEARCH_API_KEYS": KEY}
-        echo = subprocess.Popen([sys.executable, str(work / "echo.py"), str(echo_port)], cwd=tmp)
+        echo = subprocess.Popen([sys.executable, str(work / "echo.py"), str(echo_port), "uvloop", "httptools"], cwd=tmp)
+        plain = subprocess.Popen([sys.executable, str(work / "echo.py"), str(plain_port), "asyncio", "h11"], cwd=tmp)
         t0 = time.perf_counter()
         srv = subprocess.Popen([sys.executable, "-m", "vqsearch.cli", "serve", "--data", str(DATA_DIR), "--port",
                                 str(port), "--log-level", "warning", "--demo-debian", str(DEBIAN)], env=env, cwd=tmp)
         try:
             url = f"http://127.0.0.1:{port}"
             wait_up(f"http://127.0.0.1:{echo_port}/docs", echo, 60)
+            wait_up(f"http://127.0.0.1:{plain_port}/docs", plain, 60)
             wait_up(f"{url}/healthz", srv, 1800)
             print(f"server up in {time.perf_counter() - t0:.0f} s "
                   f"({httpx.get(url + '/v1/collections/debian', headers=H).json()['count']:,} vectors)\n")
@@ -265,9 +270,12 @@ def main() -> None:
                 print(f"  {name} @{conns}: {r}", flush=True)
                 return r
 
-            echo_r = row("bare FastAPI echo (pydantic body, 10 dummy hits)",
+            echo_r = row("bare FastAPI echo (pydantic body, 10 dummy hits), uvloop + httptools",
                          load(f"http://127.0.0.1:{echo_port}/search", single, {"Content-Type": "application/json"},
                               16, work), 16)
+            row("bare FastAPI echo, asyncio + h11 (uvicorn without extras)",
+                load(f"http://127.0.0.1:{plain_port}/search", single, {"Content-Type": "application/json"}, 16, work),
+                16)
             s16 = row("search, 1 vector, JSON", load(search, single, jh, 16, work), 16)
             row("search, 1 vector, JSON", load(search, single, jh, 64, work), 64)
             row("search, 1 vector, JSON", load(search, single, jh, 256, work), 256)
@@ -280,11 +288,11 @@ def main() -> None:
             time.sleep(0.5)
             sw = row("search, 1 vector, JSON, with writer (100 vectors / 50 ms)", load(search, single, jh, 16, work),
                      16)
-            acked, statuses, pid = q.get()
+            acked, statuses, pid, wlat = q.get()
             w.join()
             missing = verify_writes(url, acked, pid)
         finally:
-            for p in (srv, echo):
+            for p in (srv, echo, plain):
                 p.terminate()
                 try:
                     p.wait(timeout=30)
@@ -315,6 +323,9 @@ def main() -> None:
           f"(p99 {s16['p99']:.1f} ms)")
     print(f"- with the writer / without: {sw['qps'] / s16['qps']:.2f}; writes: {writes_ok}/{len(statuses)} 2xx, "
           f"{len(statuses) - writes_ok} other; acknowledged vectors not found by search afterwards: {missing}")
+    wl = np.array(wlat) * 1e3
+    print(f"- writer: {writes_ok * WRITE_BATCH / (SECONDS + 1):,.0f} vectors/s ingested during the search load "
+          f"(upsert of {WRITE_BATCH}: p50 {np.percentile(wl, 50):.0f} ms, p99 {np.percentile(wl, 99):.0f} ms)")
     print(f"- 100-vector batches: {b['qps'] * 100:,.0f} (JSON) and {bb['qps'] * 100:,.0f} (binary) query vectors/s")
 
 

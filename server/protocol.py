@@ -79,16 +79,19 @@ class HygienicHttpProtocol(HttpToolsProtocol):
 
     def _header_timeout(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing():
-            return
+        if self.transport.is_closing() or (self._busy() and not self._in_request):
+            return  # a request is being answered; its next request gets a fresh timer
         if self._in_request:
             message = f"request headers not received within {self.header_timeout:g} s (setting header_timeout)"
             self.transport.write(_raw_response(408, "request_timeout", message))
         self.transport.close()
 
+    def _busy(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if not self.transport.is_closing() and not self._busy():  # not when a pipelined request started
             self._arm_header_timer()
 
     # ------------------------------------------------------------ parser callbacks
