@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InvalidInput, VQSearchError
@@ -228,8 +229,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    """The client closed the connection while its body was being read: nobody will read an answer."""
+    return error_response(ClientClosedRequest.http_status, ClientClosedRequest.code,
+                          "the client closed the connection before the request body was read")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the JSON error handlers on ``app`` (library, validation and HTTP errors)."""
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(VQSearchError, _vq_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
