@@ -17,6 +17,7 @@ top-level module of ``vqsearch`` on its own.  The check parses every module (no 
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 from vqtest_data import REPO_ROOT
@@ -86,6 +87,7 @@ def defined_private_names(tree: ast.AST) -> set[str]:
     return {n for n in names if is_private(n)}
 
 
+@functools.cache
 def violations() -> list[tuple[str, str, str]]:
     """(file:line, name, what) for every read of another layer's private name."""
     parsed = {}

@@ -106,7 +106,8 @@ class SquaredL2(Metric):
     def scan_scale(self) -> float:
         return 2.0
 
-    def scan_row_terms(self, offset, scale, norms, n_rows):
+    def scan_row_terms(self, offset: np.ndarray, scale: np.ndarray, norms: np.ndarray | None,
+                       n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         offset = 2 * offset - norms if offset.size else -norms
         scale = 2 * scale if scale.size else np.full(n_rows, 2, np.float32)
         return offset, scale
@@ -126,7 +127,7 @@ class SquaredL2(Metric):
     def missing(self) -> float:
         return np.inf
 
-    def distances(self, xq, scores, valid):
+    def distances(self, xq: np.ndarray, scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
         query_norms = np.einsum("ij,ij->i", xq, xq)[:, None]
         return np.where(valid, np.maximum(query_norms - scores, 0), np.inf).astype(np.float32)
 

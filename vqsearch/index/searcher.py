@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..quantizers import Quantizer
 from . import rowref
 from .codecs import Codecs
 from .config import IndexConfig
@@ -221,7 +222,7 @@ class Searcher:
         return self.metric.distances(xq, scores, refs >= 0), ids
 
     # ------------------------------------------------------------------ helpers
-    def _inner_products(self, xq: np.ndarray, refs: RowRefs, q: Any, column: str) -> np.ndarray:
+    def _inner_products(self, xq: np.ndarray, refs: RowRefs, q: Quantizer, column: str) -> np.ndarray:
         """⟨q_i, decode(code of refs[i, j])⟩ for a (nq, m) array of row refs (empty → −inf).
 
         Each distinct candidate row's code is read once; the quantiser scores every (query, candidate)
