@@ -11,19 +11,13 @@ word, so the word view needs no bit reversal.
 uses the SWAR formula; LLVM recognises it and emits a single ``popcnt`` on x86-64.
 
 Each kernel comes as a parallel variant (``prange`` over the rows of the first operand, the
-query axis) and a ``_serial`` one; :func:`use_parallel` picks by the amount of work.  On a busy
-machine a parallel region waits for a descheduled worker for a whole scheduler time slice
-(measured 10–16 ms per call on the shared 2-core box, against microseconds of work), so small
-calls — and every single-query call — run serially.
+query axis) and a ``_serial`` one; callers choose by the amount of work (:mod:`vqsearch.parallel`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-
-#: Inner-loop operations below which the serial variant is used.
-PARALLEL_MIN_WORK = 1 << 22
 
 _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
@@ -33,11 +27,6 @@ _S1 = np.uint64(1)
 _S2 = np.uint64(2)
 _S4 = np.uint64(4)
 _S56 = np.uint64(56)
-
-
-def use_parallel(rows: int, work: int) -> bool:
-    """True when a kernel call is worth a parallel region (more than one row, enough work)."""
-    return rows > 1 and work >= PARALLEL_MIN_WORK
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -18,13 +18,19 @@ _BY_ID: dict[int, type[Quantizer]] = {}
 
 
 def register(cls: type[Quantizer] | None = None, *, aliases: tuple[str, ...] = ()):
-    """Class decorator: register a quantiser under ``cls.name`` (plus aliases) and ``cls.codec_id``."""
+    """Class decorator: register a quantiser under ``cls.name`` (plus aliases) and ``cls.codec_id``.
+
+    Names, aliases and codec ids must be unique; a clash raises ``TypeError`` at import time.
+    """
 
     def wrap(c: type[Quantizer]) -> type[Quantizer]:
         if not c.name or c.codec_id <= 0:
             raise TypeError(f"{c.__name__} needs a name and a positive codec_id")
-        if c.name in _BY_NAME or c.codec_id in _BY_ID:
+        if c.name in _BY_NAME or c.name in _ALIASES or c.codec_id in _BY_ID:
             raise TypeError(f"duplicate quantiser registration: {c.name} / {c.codec_id}")
+        clash = [a for a in aliases if a in _ALIASES or a in _BY_NAME]
+        if clash:
+            raise TypeError(f"{c.name}: aliases {clash} are already registered")
         _BY_NAME[c.name] = c
         _BY_ID[c.codec_id] = c
         for a in aliases:
@@ -100,7 +106,13 @@ def available() -> dict[str, str]:
     return {name: _BY_NAME[name].description for name in sorted(_BY_NAME)}
 
 
+def codec_ids() -> dict[int, str]:
+    """Stable codec id → registered quantiser name, in id order."""
+    return {codec_id: _BY_ID[codec_id].name for codec_id in sorted(_BY_ID)}
+
+
 def by_codec_id(codec_id: int) -> type[Quantizer]:
+    """The quantiser class registered under ``codec_id``; raises ``UnknownQuantizer``."""
     if codec_id not in _BY_ID:
         raise UnknownQuantizer(f"no quantiser with codec id {codec_id}")
     return _BY_ID[codec_id]
