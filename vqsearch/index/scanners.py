@@ -33,10 +33,10 @@ import numpy as np
 
 from ..kernels.fastscan import (
     HAS_AVX512,
+    PackedCodes,
+    RowTerms,
     fastscan_candidates,
-    fastscan_candidates_serial,
     fastscan_topk,
-    fastscan_topk_serial,
     ip_luts_u8,
     pack_fastscan,
     quantize_luts,
@@ -183,7 +183,7 @@ class BinarySegment:
 
     level: np.ndarray  # float32 (n,): decode = c + level·(2b − 1)
     error: np.ndarray  # float32 (n,): RaBitQ error scale r·√(1 − ρ²)/(ρ√D) per unit query norm
-    blocks: np.ndarray | None = None  # fast-scan blocks of the sign bits (kernels.fastscan.pack_fastscan)
+    blocks: PackedCodes | None = None  # fast-scan blocks of the sign bits (kernels.fastscan.pack_fastscan)
     bounds: np.ndarray | None = None  # per-block row-term bounds (kernels.fastscan.term_bounds)
     words_t: np.ndarray | None = None  # popcount cascade: uint64 (W, n), see kernels.scan.transpose_sign_words
 
@@ -225,8 +225,7 @@ class BinaryScanner(Scanner):
         qconst = (qw @ q.centroid).astype(np.float32)
         lut = sign_nibble_luts(qw, q.nbytes)
         if self.fastscan:
-            lut_u8, scale, offset = quantize_luts(lut, parallel=qw.shape[0] > 1)
-            return Prepared(qw, qconst, {"lut": lut, "lut_u8": lut_u8, "scale": scale, "offset": offset})
+            return Prepared(qw, qconst, {"lut": lut, "tables": quantize_luts(lut, parallel=qw.shape[0] > 1)})
         nwords = (q.nbytes + 7) // 8
         qbytes = np.zeros((qw.shape[0], nwords * 8), dtype=np.uint8)
         qbytes[:, : q.nbytes] = np.packbits(qw > 0, axis=1)
@@ -248,7 +247,7 @@ class BinaryScanner(Scanner):
                             error=error.astype(np.float32))
         if self.fastscan:
             seg.blocks = pack_fastscan(codes[:, : self.q.nbytes])
-            seg.bounds = term_bounds(row_a, row_b, codes.shape[0], seg.error)
+            seg.bounds = term_bounds(RowTerms.optional(row_a, row_b, seg.error), codes.shape[0])
         else:
             seg.words_t = transpose_sign_words(codes, self.q.nbytes)
         return seg
@@ -265,13 +264,15 @@ class BinaryScanner(Scanner):
                               max(CASCADE_FACTOR * kk, 64), kk, prep.qconst, seg.level)
         else:
             bias = np.ascontiguousarray(np.broadcast_to(qconst[:, None], ranges.shape[:2]))
-            args = (x["lut_u8"], x["scale"], x["offset"], bias, seg.blocks, codes.shape[0], ranges, live, row_a,
-                    row_b, seg.bounds)
+            live_rows = live if live.size else None
             if k is not None and k < kk:  # only rows whose interval reaches the top k (a top-k heap + appends)
-                kernel = fastscan_candidates if parallel else fastscan_candidates_serial
-                _, rows = kernel(*args, seg.error, qwidth, k, kk)
+                terms = RowTerms.optional(row_a, row_b, seg.error, seg.bounds)
+                _, rows = fastscan_candidates(x["tables"], seg.blocks, ranges, k, kk, qwidth, terms, bias=bias,
+                                              live=live_rows, parallel=parallel)
             else:
-                _, rows = (fastscan_topk if parallel else fastscan_topk_serial)(*args, kk)
+                terms = RowTerms.optional(row_a, row_b, bounds=seg.bounds)
+                _, rows = fastscan_topk(x["tables"], seg.blocks, ranges, kk, bias=bias, live=live_rows, terms=terms,
+                                        parallel=parallel)
             refine = binary_refine if parallel else binary_refine_serial
             v, r, ip = refine(x["lut"], np.asarray(codes), rows, qconst, row_a, row_b, prep.qconst, seg.level)
         width = (qwidth[:, None] * seg.error[np.maximum(r, 0)]).astype(np.float32)
@@ -309,20 +310,19 @@ class FastScanPQScanner(Scanner):
     def prepare(self, xq: np.ndarray) -> Prepared:
         q = self.q
         qw = q._rotate(q.work_queries(xq))
-        lut_u8, scale, offset = ip_luts_u8(qw, q.centroids, parallel=qw.shape[0] > 1)
-        return Prepared(xq, np.zeros(xq.shape[0], np.float32), {"lut": lut_u8, "scale": scale, "offset": offset})
+        return Prepared(xq, np.zeros(xq.shape[0], np.float32),
+                        {"tables": ip_luts_u8(qw, q.centroids, parallel=qw.shape[0] > 1)})
 
-    def segment_data(self, codes, row_a=EMPTY_F32, row_b=EMPTY_F32) -> tuple[np.ndarray, np.ndarray]:
+    def segment_data(self, codes, row_a=EMPTY_F32, row_b=EMPTY_F32) -> tuple[PackedCodes, np.ndarray]:
         codes = np.asarray(codes)
-        return pack_fastscan(codes[:, : self.q.code_size]), term_bounds(row_a, row_b, codes.shape[0])
+        bounds = term_bounds(RowTerms.optional(row_a, row_b), codes.shape[0])
+        return pack_fastscan(codes[:, : self.q.code_size]), bounds
 
     def scan(self, prep, codes, row_a, row_b, ranges, live, kk, scale, seg_data=None, k=None):
-        blocks, bounds = self.segment_data(codes, row_a, row_b) if seg_data is None else seg_data
-        x = prep.extra
-        bias = np.zeros(ranges.shape[:2], dtype=np.float32)
-        kernel = fastscan_topk if scanned_rows(ranges) >= PARALLEL_MIN_WORK else fastscan_topk_serial
-        v, r = kernel(x["lut"], x["scale"], x["offset"], bias, blocks, codes.shape[0], ranges, live, row_a, row_b,
-                      bounds, kk)
+        packed, bounds = self.segment_data(codes, row_a, row_b) if seg_data is None else seg_data
+        v, r = fastscan_topk(prep.extra["tables"], packed, ranges, kk, live=live if live.size else None,
+                             terms=RowTerms.optional(row_a, row_b, bounds=bounds),
+                             parallel=scanned_rows(ranges) >= PARALLEL_MIN_WORK)
         return v, r, None, None
 
 
