@@ -37,6 +37,18 @@ QUERIES_AVX2 = 4
 QUERIES_AVX512 = 8
 
 
+class KernelSetType(types.Type):
+    """Numba type of a :class:`KernelSet`: the instruction sets are part of the type, so they select code
+    at compile time and are part of the cache key."""
+
+    def __init__(self, avx2: bool, avx512: bool, vbmi: bool) -> None:
+        self.avx2, self.avx512, self.vbmi = avx2, avx512, vbmi
+        super().__init__(name=f"FastScanKernels(avx2={avx2}, avx512={avx512}, vbmi={vbmi})")
+
+    def runs(self, kind: str) -> bool:
+        return {"avx2": self.avx2, "avx512": self.avx512, "vbmi": self.vbmi}[kind]
+
+
 class KernelSet:
     """Instruction sets a fast-scan may use; any kernel outside them runs as its scalar twin.
 
@@ -45,7 +57,7 @@ class KernelSet:
     layout.  Asking for a set the compile target lacks raises :class:`ValueError`.
     """
 
-    __slots__ = ("avx2", "avx512", "vbmi")
+    __slots__ = ("avx2", "avx512", "vbmi", "_numba_type_")
 
     def __init__(self, avx2: bool = False, avx512: bool = False, vbmi: bool = False) -> None:
         if avx512 and not avx2:
@@ -55,6 +67,8 @@ class KernelSet:
             if wanted and not present:
                 raise ValueError(f"this CPU cannot run the {name} fast-scan kernel")
         self.avx2, self.avx512, self.vbmi = bool(avx2), bool(avx512), bool(vbmi)
+        # numba's dispatcher reads the type from here instead of calling ``typeof`` on every call
+        self._numba_type_ = KernelSetType(self.avx2, self.avx512, self.vbmi)
 
     @property
     def name(self) -> str:
@@ -86,21 +100,9 @@ def available_kernel_sets() -> dict[str, KernelSet]:
     return sets
 
 
-class KernelSetType(types.Type):
-    """Numba type of a :class:`KernelSet`: the instruction sets are part of the type, so they select code
-    at compile time and are part of the cache key."""
-
-    def __init__(self, avx2: bool, avx512: bool, vbmi: bool) -> None:
-        self.avx2, self.avx512, self.vbmi = avx2, avx512, vbmi
-        super().__init__(name=f"FastScanKernels(avx2={avx2}, avx512={avx512}, vbmi={vbmi})")
-
-    def runs(self, kind: str) -> bool:
-        return {"avx2": self.avx2, "avx512": self.avx512, "vbmi": self.vbmi}[kind]
-
-
 @typeof_impl.register(KernelSet)
 def _typeof_kernel_set(val, c):
-    return KernelSetType(val.avx2, val.avx512, val.vbmi)
+    return val._numba_type_
 
 
 register_model(KernelSetType)(models.OpaqueModel)

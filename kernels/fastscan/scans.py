@@ -29,29 +29,32 @@ from .luts import QueryTables
 _NO_ROWS_F32 = np.zeros(0, dtype=np.float32)
 _NO_LIVE = np.zeros(0, dtype=np.bool_)
 _NO_BOUNDS = np.zeros((0, 4), dtype=np.float32)
+_NO_TERMS = RowTerms()
 
 
 # ------------------------------------------------------------------------------ compiled bodies
-# Numba's parallel loops take arrays and scalars, not tuples of arrays: the bodies unpack the inputs before
-# ``prange`` and repack them inside it (free: the tuples are only names for the same arrays).
-def _topk_impl(kernels, scan, k):
-    (lut_u8, scale, offset), bias, blocks, n, ranges, live, (shift, factor, error, bounds), width = scan
+# The compiled bodies take the scan's arrays one by one, so that numba's dispatcher types them on its fast
+# path (a nested tuple is typed field by field in Python, tens of microseconds per call); they are
+# repacked into the typed tuples inside (free: the tuples are only names for the same arrays), after
+# ``prange``, whose parallel loop bodies take arrays and scalars but not tuples of arrays.
+def _topk_impl(kernels, lut_u8, scale, offset, bias, blocks, n, ranges, live, shift, factor, error, bounds,
+               query_width, k):
     nq = lut_u8.shape[0]
     group = (kernels.vbmi_queries if blocks.ndim == 4 else kernels.pshufb_queries) * GROUPS_PER_TILE
     scores = np.full((nq, k), -np.inf, dtype=np.float32)
     rows = np.full((nq, k), -1, dtype=np.int64)
     for g in prange((nq + group - 1) // group):
         q0 = g * group
-        part = ScanInput(QueryTables(lut_u8, scale, offset), bias, blocks, n, ranges, live,
-                         RowTerms(shift, factor, error, bounds), width)
+        scan = ScanInput(QueryTables(lut_u8, scale, offset), bias, blocks, n, ranges, live,
+                         RowTerms(shift, factor, error, bounds), query_width)
         no_cands = Candidates(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64), np.zeros(0, np.int64),
                               np.zeros(0, np.float32))
-        scan_group(kernels, part, Heaps(scores, rows), no_cands, q0, min(group, nq - q0))
+        scan_group(kernels, scan, Heaps(scores, rows), no_cands, q0, min(group, nq - q0))
     return scores, rows
 
 
-def _candidates_impl(kernels, scan, k, keep):
-    (lut_u8, scale, offset), bias, blocks, n, ranges, live, (shift, factor, error, bounds), width = scan
+def _candidates_impl(kernels, lut_u8, scale, offset, bias, blocks, n, ranges, live, shift, factor, error, bounds,
+                     query_width, k, keep):
     nq = lut_u8.shape[0]
     group = (kernels.vbmi_queries if blocks.ndim == 4 else kernels.pshufb_queries) * GROUPS_PER_TILE
     scores = np.full((nq, k), -np.inf, dtype=np.float32)
@@ -66,14 +69,14 @@ def _candidates_impl(kernels, scan, k, keep):
     for g in prange((nq + group - 1) // group):
         q0 = g * group
         qn = min(group, nq - q0)
-        part = ScanInput(QueryTables(lut_u8, scale, offset), bias, blocks, n, ranges, live,
-                         RowTerms(shift, factor, error, bounds), width)
-        scan_group(kernels, part, Heaps(scores, rows), Candidates(cand_scores, cand_rows, cand_count, cand_floor),
+        scan = ScanInput(QueryTables(lut_u8, scale, offset), bias, blocks, n, ranges, live,
+                         RowTerms(shift, factor, error, bounds), query_width)
+        scan_group(kernels, scan, Heaps(scores, rows), Candidates(cand_scores, cand_rows, cand_count, cand_floor),
                    q0, qn)
         for q in range(q0, q0 + qn):
             root = scores[q, k - 1]  # the heap is sorted: its k-th largest lower bound is last
-            count, _ = prune_candidates(cand_scores[q], cand_rows[q], cand_count[q], root, width[q], error, keep,
-                                        cand_floor[q])
+            count, _ = prune_candidates(cand_scores[q], cand_rows[q], cand_count[q], root, query_width[q], error,
+                                        keep, cand_floor[q])
             for t in range(count):
                 out_scores[q, t] = cand_scores[q, t]
                 out_rows[q, t] = cand_rows[q, t]
@@ -149,9 +152,11 @@ def _rows_or_empty(values: np.ndarray | None, n: int, name: str, dtype) -> np.nd
     return values
 
 
-def _scan_input(tables, codes, ranges, bias, live, terms, query_width) -> ScanInput:
-    tables = _check_tables(tables, codes)
-    nq, n = tables.lut_u8.shape[0], codes.n
+def _scan_arguments(tables, codes, ranges, bias, live, terms, with_error, query_width) -> tuple:
+    """Validated arrays in the compiled bodies' argument order (after the kernel set), absent ones empty:
+    (lut_u8, scale, offset, bias, blocks, n, ranges, live, shift, factor, error, bounds, query_width)."""
+    lut_u8, scale, offset = _check_tables(tables, codes)
+    nq, n = lut_u8.shape[0], codes.n
     ranges = np.ascontiguousarray(ranges, dtype=np.int64)
     if ranges.ndim != 3 or ranges.shape[0] != nq or ranges.shape[2] != 2:
         raise ValueError(f"fast-scan: ranges must be (nq={nq}, R, 2), got shape {ranges.shape}")
@@ -160,16 +165,15 @@ def _scan_input(tables, codes, ranges, bias, live, terms, query_width) -> ScanIn
     bias = np.ascontiguousarray(bias, dtype=np.float32)
     if bias.shape != ranges.shape[:2]:
         raise ValueError(f"fast-scan: bias must be (nq, R) = {ranges.shape[:2]}, got shape {bias.shape}")
-    terms = RowTerms() if terms is None else terms
+    terms = _NO_TERMS if terms is None else terms
     bounds = _NO_BOUNDS if terms.bounds is None else np.ascontiguousarray(terms.bounds, dtype=np.float32)
     if bounds.shape[0] and bounds.shape != (codes.blocks.shape[0], 4):
         raise ValueError(f"fast-scan: bounds must be term_bounds(terms, n), shape ({codes.blocks.shape[0]}, 4), "
                          f"got {bounds.shape}")
-    inner_terms = RowTerms(_rows_or_empty(terms.shift, n, "terms.shift", np.float32),
-                           _rows_or_empty(terms.factor, n, "terms.factor", np.float32),
-                           _rows_or_empty(terms.error, n, "terms.error", np.float32), bounds)
-    return ScanInput(tables, bias, codes.blocks, int(n), ranges, _rows_or_empty(live, n, "live", np.bool_),
-                     inner_terms, query_width)
+    error = _rows_or_empty(terms.error, n, "terms.error", np.float32) if with_error else _NO_ROWS_F32
+    return (lut_u8, scale, offset, bias, codes.blocks, int(n), ranges, _rows_or_empty(live, n, "live", np.bool_),
+            _rows_or_empty(terms.shift, n, "terms.shift", np.float32),
+            _rows_or_empty(terms.factor, n, "terms.factor", np.float32), error, bounds, query_width)
 
 
 # ------------------------------------------------------------------------------ entry points
@@ -180,9 +184,8 @@ def fastscan_topk(tables: QueryTables, codes: PackedCodes, ranges: np.ndarray, k
     first, ``-inf``/``-1`` where fewer than ``k`` rows qualify.  ``terms.error`` is ignored."""
     if k < 1:
         raise ValueError(f"fast-scan: k must be >= 1, got {k}")
-    scan = _scan_input(tables, codes, ranges, bias, live, terms, _NO_ROWS_F32)
-    scan = scan._replace(terms=scan.terms._replace(error=_NO_ROWS_F32))
-    return _TOPK[bool(parallel)](kernels, scan, int(k))
+    args = _scan_arguments(tables, codes, ranges, bias, live, terms, False, _NO_ROWS_F32)
+    return _TOPK[bool(parallel)](kernels, *args, int(k))
 
 
 def fastscan_candidates(tables: QueryTables, codes: PackedCodes, ranges: np.ndarray, k: int, keep: int,
@@ -209,8 +212,8 @@ def fastscan_candidates(tables: QueryTables, codes: PackedCodes, ranges: np.ndar
     query_width = np.ascontiguousarray(query_width, dtype=np.float32)
     if query_width.shape != (nq,):
         raise ValueError(f"fast-scan: query_width must be ({nq},), got shape {query_width.shape}")
-    scan = _scan_input(tables, codes, ranges, bias, live, terms, query_width)
-    return _CANDIDATES[bool(parallel)](kernels, scan, int(k), int(keep))
+    args = _scan_arguments(tables, codes, ranges, bias, live, terms, True, query_width)
+    return _CANDIDATES[bool(parallel)](kernels, *args, int(k), int(keep))
 
 
 def fastscan_sums(lut_u8: np.ndarray, codes: PackedCodes, *, parallel: bool = True,
