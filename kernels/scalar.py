@@ -14,10 +14,10 @@ nibble; for odd ``d`` the last high nibble is 0.
 
 Input contract: ``x`` float32 (n, d) C-contiguous; ``lo``, ``step``, ``inv`` float32 (d,).
 
-These loops are memory-bound (≈ 6·10⁹ values/s on one core), so the ``_serial`` variants are
-the default and the parallel ones (row blocks) are picked by :func:`pick` only for batches of
-≥ 2^24 values: on a busy machine a parallel region can wait a whole scheduler time slice for a
-descheduled worker (measured 10–16 ms per call for 512 × 768 values against 0.06 ms serial).
+These loops are memory-bound, so the ``_serial`` variants are the default and the parallel ones
+(row blocks) are picked by :func:`pick` only for batches of ≥ 2^24 values: on a busy machine a
+parallel region can wait a whole scheduler time slice for a descheduled worker, far longer than a
+serial pass over a typical batch (``benchmarks/RESULTS.md``, "Kernel design measurements").
 """
 
 from __future__ import annotations
