@@ -125,8 +125,9 @@ def _pq_assign(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarr
     — the codebooks transposed so that the inner loop runs over K contiguous values (SIMD);
     ``cnorm``: float32 (M, K).  K ≤ 256.  Returns uint8 (n, M).  Parallel over blocks of rows.
 
-    A kernel rather than numpy's stacked matmul: M small GEMMs each hand work to BLAS threads,
-    which on a busy 2-core machine cost 0.8 s for 512 × 768 at K = 256 (this loop: ~25 ms).
+    A kernel rather than numpy's stacked matmul: M small GEMMs each hand work to BLAS threads, whose
+    hand-offs on a busy machine cost far more than this loop (``benchmarks/RESULTS.md``, "Kernel design
+    measurements").
     """
     n = y.shape[0]
     out = np.empty((n, cent_t.shape[0]), dtype=np.uint8)

@@ -36,10 +36,11 @@ import numpy as np
 from .. import parallel
 from ..kernels.fastscan import (
     HAS_AVX512,
+    PackedCodes,
+    QueryTables,
+    RowTerms,
     fastscan_candidates,
-    fastscan_candidates_serial,
     fastscan_topk,
-    fastscan_topk_serial,
     ip_luts_u8,
     pack_fastscan,
     quantize_luts,
@@ -110,9 +111,7 @@ class LutQueries(PreparedQueries):
 
 @dataclass
 class FastScanQueries(PreparedQueries):
-    lut_u8: np.ndarray  # uint8 fast-scan tables (kernels.fastscan.quantize_luts)
-    lut_scale: np.ndarray  # float32 (nq,): table step Δ
-    lut_offset: np.ndarray  # float32 (nq,): table offset
+    tables: QueryTables  # uint8 fast-scan tables and their affine map (kernels.fastscan.quantize_luts)
 
 
 @dataclass
@@ -237,7 +236,7 @@ class BinaryLayout:
 
     sign_level: np.ndarray  # float32 (n,): decode = c + sign_level·(2b − 1)
     error: np.ndarray  # float32 (n,): RaBitQ error scale r·√(1 − ρ²)/(ρ√D) per unit query norm
-    blocks: np.ndarray | None = None  # fast-scan blocks of the sign bits (kernels.fastscan.pack_fastscan)
+    blocks: PackedCodes | None = None  # fast-scan blocks of the sign bits (kernels.fastscan.pack_fastscan)
     bounds: np.ndarray | None = None  # per-block row-term bounds (kernels.fastscan.term_bounds)
     transposed_words: np.ndarray | None = None  # popcount cascade: uint64 (W, n), kernels.scan.transpose_sign_words
 
@@ -280,9 +279,8 @@ class BinaryScanner(Scanner):
         query_offset = (work_queries @ q.centroid).astype(np.float32)
         nibble_luts = sign_nibble_luts(work_queries, q.nbytes)
         if self.fastscan:
-            lut_u8, lut_scale, lut_offset = quantize_luts(
-                nibble_luts, parallel=parallel.queries_parallel(work_queries.shape[0]))
-            tables = FastScanQueries(work_queries, query_offset, lut_u8, lut_scale, lut_offset)
+            tables = FastScanQueries(work_queries, query_offset, quantize_luts(
+                nibble_luts, parallel=parallel.queries_parallel(work_queries.shape[0])))
             return BinaryQueries(work_queries, query_offset, nibble_luts, fastscan=tables)
         nwords = (q.nbytes + 7) // 8
         sign_bytes = np.zeros((work_queries.shape[0], nwords * 8), dtype=np.uint8)
@@ -297,7 +295,7 @@ class BinaryScanner(Scanner):
         layout = BinaryLayout(sign_level=self.q.sign_levels(codes), error=terms.error)
         if self.fastscan:
             layout.blocks = pack_fastscan(codes[:, : self.q.nbytes])
-            layout.bounds = term_bounds(row_offset, row_scale, codes.shape[0], layout.error)
+            layout.bounds = term_bounds(RowTerms.optional(row_offset, row_scale, layout.error), codes.shape[0])
         else:
             layout.transposed_words = transpose_sign_words(codes, self.q.nbytes)
         return layout
@@ -316,14 +314,17 @@ class BinaryScanner(Scanner):
                 row_scale, query_offset, ranges, live, max(CASCADE_FACTOR * n_keep, 64), n_keep,
                 queries.query_offset, layout.sign_level)
         else:
-            tables = queries.fastscan
-            args = (tables.lut_u8, tables.lut_scale, tables.lut_offset, _bias(query_offset, ranges), layout.blocks,
-                    codes.shape[0], ranges, live, row_offset, row_scale, layout.bounds)
+            tables = queries.fastscan.tables
+            bias = _bias(query_offset, ranges)
+            live_rows = live if live.size else None
             if k is not None and k < n_keep:  # only rows whose interval reaches the top k (a top-k heap + appends)
-                kernel = fastscan_candidates if par else fastscan_candidates_serial
-                _, kept = kernel(*args, layout.error, query_width, k, n_keep)
+                terms = RowTerms.optional(row_offset, row_scale, layout.error, layout.bounds)
+                _, kept = fastscan_candidates(tables, layout.blocks, ranges, k, n_keep, query_width, terms,
+                                              bias=bias, live=live_rows, parallel=par)
             else:
-                _, kept = (fastscan_topk if par else fastscan_topk_serial)(*args, n_keep)
+                terms = RowTerms.optional(row_offset, row_scale, bounds=layout.bounds)
+                _, kept = fastscan_topk(tables, layout.blocks, ranges, n_keep, bias=bias, live=live_rows,
+                                        terms=terms, parallel=par)
             refine = binary_refine if par else binary_refine_serial
             scores, rows, scan_ip = refine(queries.nibble_luts, np.asarray(codes), kept, query_offset, row_offset,
                                            row_scale, queries.query_offset, layout.sign_level)
@@ -363,21 +364,19 @@ class FastScanPQScanner(Scanner):
     def prepare(self, xq: np.ndarray) -> FastScanQueries:
         q = self.q
         rotated = q.rotate(q.work_queries(xq))
-        lut_u8, lut_scale, lut_offset = ip_luts_u8(rotated, q.centroids,
-                                                   parallel=parallel.queries_parallel(rotated.shape[0]))
-        return FastScanQueries(xq, np.zeros(xq.shape[0], np.float32), lut_u8, lut_scale, lut_offset)
+        tables = ip_luts_u8(rotated, q.centroids, parallel=parallel.queries_parallel(rotated.shape[0]))
+        return FastScanQueries(xq, np.zeros(xq.shape[0], np.float32), tables)
 
-    def segment_layout(self, codes, row_offset, row_scale, terms) -> tuple[np.ndarray, np.ndarray]:
+    def segment_layout(self, codes, row_offset, row_scale, terms) -> tuple[PackedCodes, np.ndarray]:
         codes = np.asarray(codes)
-        return pack_fastscan(codes[:, : self.q.code_size]), term_bounds(row_offset, row_scale, codes.shape[0])
+        bounds = term_bounds(RowTerms.optional(row_offset, row_scale), codes.shape[0])
+        return pack_fastscan(codes[:, : self.q.code_size]), bounds
 
     def scan(self, queries, segment, ranges, live, n_keep, score_scale, k=None):
         blocks, bounds = segment.layout
-        bias = np.zeros(ranges.shape[:2], dtype=np.float32)
-        kernel = fastscan_topk if parallel.scan_parallel(scanned_rows(ranges)) else fastscan_topk_serial
-        scores, rows = kernel(queries.lut_u8, queries.lut_scale, queries.lut_offset, bias, blocks,
-                              segment.codes.shape[0], ranges, live, segment.row_offset, segment.row_scale, bounds,
-                              n_keep)
+        terms = RowTerms.optional(segment.row_offset, segment.row_scale, bounds=bounds)
+        scores, rows = fastscan_topk(queries.tables, blocks, ranges, n_keep, live=live if live.size else None,
+                                     terms=terms, parallel=parallel.scan_parallel(scanned_rows(ranges)))
         return ScanResult(scores, rows)
 
 
