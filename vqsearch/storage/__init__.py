@@ -3,17 +3,21 @@
 >>> from vqsearch.storage import Store, StoreConfig
 >>> # store = Store.create(path, StoreConfig(code_columns={"scan": 56}, dim=384))
 
-See :mod:`vqsearch.storage.store` for the layout and the durability guarantee,
-:mod:`vqsearch.storage.segment` for the segment format and
+Everything other layers use is exported here.  See :mod:`vqsearch.storage.store` for the
+layout and the durability guarantee, :mod:`vqsearch.storage.commit` for the commit
+protocol, :mod:`vqsearch.storage.segment` for the segment format and
 :mod:`vqsearch.storage.filters` for the filter language.
 """
 
 from __future__ import annotations
 
+from ._fsutil import atomic_write
+from .blobs import SkippedFile
 from .config import Layout, StoreConfig, StorePolicy
 from .filters import OPERATORS, CompiledFilter, compile_filter
+from .ids import as_id_array
 from .snapshot import Rows, SegmentView, Snapshot
-from .store import SkippedFile, Store, VersionInfo
+from .store import Store, VersionInfo
 
 __all__ = [
     "OPERATORS",
@@ -27,5 +31,7 @@ __all__ = [
     "StoreConfig",
     "StorePolicy",
     "VersionInfo",
+    "as_id_array",
+    "atomic_write",
     "compile_filter",
 ]

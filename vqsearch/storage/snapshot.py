@@ -15,59 +15,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import InvalidInput, UnknownIds
+from ..errors import UnknownIds
 from .config import Layout
 from .deletions import DeletionVector
 from .filters import compile_filter
+from .ids import as_id_array, find_sorted, preview
 from .manifest import Manifest
 from .segment import Segment
-
-
-def as_id_array(ids: object, *, name: str = "ids") -> np.ndarray:
-    """Validate ids: a 1-D array of non-negative integers, returned as uint64."""
-    try:
-        arr = np.asarray(ids)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{name} is not convertible to an array: {exc}") from None
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise InvalidInput(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.size == 0:
-        return np.empty(0, dtype=np.uint64)
-    if arr.dtype.kind not in "iu":
-        raise InvalidInput(f"{name} must be integers, got dtype {arr.dtype}")
-    if arr.dtype.kind == "i" and int(arr.min()) < 0:
-        raise InvalidInput(f"{name} must be non-negative, got {int(arr.min())}")
-    return np.ascontiguousarray(arr, dtype=np.uint64)
-
-
-def find_sorted(ids: np.ndarray, order: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Row of each query in ``ids`` (or -1), by binary search through the permutation ``order``.
-
-    ``ids[order]`` is strictly increasing.  Vectorised over queries, ``ceil(log2(n + 1))``
-    gather steps, touching O(q log n) pages of the memory map instead of copying the
-    sorted ids.
-    """
-    n = ids.shape[0]
-    q = queries.shape[0]
-    lo = np.zeros(q, dtype=np.int64)
-    hi = np.full(q, n, dtype=np.int64)
-    while True:
-        active = lo < hi
-        if not active.any():
-            break
-        mid = (lo + hi) >> 1
-        v = ids[order[np.minimum(mid, n - 1)]]
-        right = active & (v < queries)
-        left = active & ~right
-        lo = np.where(right, mid + 1, lo)
-        hi = np.where(left, mid, hi)
-    if n == 0:
-        return np.full(q, -1, dtype=np.int64)
-    rows = order[np.minimum(lo, n - 1)].astype(np.int64)
-    found = (lo < n) & (ids[rows] == queries)
-    return np.where(found, rows, -1)
 
 
 class SegmentView:
@@ -232,7 +186,7 @@ class Snapshot:
         seg_idx, rows = self.locate(q)
         missing = q[seg_idx < 0]
         if missing.size:
-            raise UnknownIds(f"{missing.size} id(s) not found: {_preview(missing)}")
+            raise UnknownIds(f"{missing.size} id(s) not found: {preview(missing)}")
         layout = self.layout
         k = q.shape[0]
         columns = {name: np.empty((k, size), dtype=np.uint8) for name, size in layout.code_columns.items()}
@@ -263,8 +217,3 @@ class Snapshot:
             else:
                 metadata = layout.metadata_schema.empty_table()
         return Rows(ids=q, columns=columns, vectors=vectors, extra=extra, metadata=metadata)
-
-
-def _preview(ids: np.ndarray, limit: int = 10) -> str:
-    shown = ", ".join(str(int(i)) for i in ids[:limit])
-    return f"[{shown}{', ...' if ids.size > limit else ''}]"
