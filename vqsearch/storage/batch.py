@@ -16,11 +16,12 @@ import numpy as np
 import pyarrow as pa
 
 from .._validation import as_code_matrix
-from ..errors import DimensionMismatch, InvalidInput, NonFiniteInput
+from ..errors import DimensionMismatch, InvalidInput, NonFiniteInput, UnknownIds
 from .config import Layout, check_name
-from .ids import as_id_array, unique_ids
-from .schema import as_extra_columns, as_metadata_table, conform_metadata
+from .ids import as_id_array, preview, unique_ids
+from .schema import as_extra_columns, as_metadata_table, conform_metadata, without_null_columns
 from .segment import take_rows
+from .snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ def validate_batch(layout: Layout, ids: object, columns: object, vectors: object
     schema = layout.metadata_schema
     if table is not None:
         table, schema = conform_metadata(table, schema)
+        if table.num_columns == 0:
+            table = None
     if n:  # a non-empty write declares the extras and (if given) the metadata schema
         layout = replace(layout, extra_columns=extra_dtypes if layout.extra_columns is None else layout.extra_columns,
                          metadata_schema=schema)
@@ -111,3 +114,31 @@ def check_codecs(codecs: object) -> dict[str, str]:
     if not isinstance(codecs, Mapping) or not all(isinstance(v, str) for v in codecs.values()):
         raise InvalidInput("codecs must be a dict name -> label string")
     return {check_name(k, "codec"): v for k, v in codecs.items()}
+
+
+def metadata_update_batch(snap: Snapshot, ids: object, values: object) -> tuple[WriteBatch, np.ndarray, np.ndarray]:
+    """The rows that :meth:`Store.update_metadata` rewrites, and where their current versions live.
+
+    Each row keeps its codes, vectors and extra columns byte for byte and gets its current
+    metadata with the columns of ``values`` replaced (new columns are declared).  Returns
+    ``(batch, seg_idx, rows)``: the rewritten rows and the (segment, row) of the rows they
+    supersede.  Raises ``UnknownIds`` (listing them) if an id is not live.
+    """
+    q = unique_ids(as_id_array(ids))
+    n = q.shape[0]
+    patch = None if isinstance(values, Mapping) and not values else as_metadata_table(values, n)
+    if patch is None or patch.num_columns == 0:
+        raise InvalidInput("update_metadata needs at least one column: {column: values}")
+    patch, schema = conform_metadata(patch, snap.metadata_schema)
+    seg_idx, rows = snap.locate(q)
+    missing = q[seg_idx < 0]
+    if missing.size:
+        raise UnknownIds(f"cannot update {missing.size} id(s) that are not present: {preview(missing)}")
+    current = snap.get(q)
+    old = current.metadata if current.metadata is not None else patch.select([])
+    columns = [patch.column(f.name) if f.name in patch.column_names else old.column(f.name) for f in schema]
+    metadata = without_null_columns(pa.Table.from_arrays(columns, schema=schema).combine_chunks())
+    layout = replace(snap.layout, metadata_schema=schema)
+    batch = WriteBatch(layout=layout, ids=current.ids, columns=current.columns, vectors=current.vectors,
+                       extra=current.extra, metadata=metadata)
+    return batch.clustered(), seg_idx, rows

@@ -62,9 +62,12 @@ class SegmentView:
     def extra(self, name: str) -> np.ndarray:
         return self.segment.extra(name)
 
-    def metadata_table(self) -> pa.Table:
-        """User metadata (pa.Table with the version's declared schema), read lazily and zero-copy."""
-        return self.segment.metadata_table(self.layout.metadata_schema)
+    def metadata_table(self, columns: list[str] | None = None) -> pa.Table:
+        """User metadata (pa.Table with the version's declared schema), read lazily and zero-copy.
+
+        ``columns`` selects the columns (all by default); columns the segment does not hold are null.
+        """
+        return self.segment.metadata_table(self.layout.metadata_schema, columns)
 
     @functools.cached_property
     def dead_rows(self) -> np.ndarray:

@@ -39,12 +39,12 @@ import numpy as np
 from ..errors import AlreadyExists, Conflict, CorruptData, InvalidInput, NotFound, UnknownIds
 from . import compaction
 from ._fsutil import fsync_dir
-from .batch import check_codecs, check_config, validate_batch
+from .batch import check_codecs, check_config, metadata_update_batch, validate_batch
 from .blobs import OnCorrupt, SkippedFile, check_blobs, read_blobs, write_blobs
 from .commit import Writer
 from .config import Layout, StoreConfig, StorePolicy
 from .deletions import DeletionVector
-from .ids import as_id_array, preview
+from .ids import as_id_array, preview, unique_ids
 from .lock import WriterLock
 from .manifest import MANIFEST_DIR, Manifest, list_versions, read_manifest, write_manifest
 from .opening import SUBDIRS, Vanished, load_version, remove_temp_files
@@ -306,6 +306,40 @@ class Store:
                 raise UnknownIds(f"cannot delete {missing.size} id(s) that are not present: {preview(missing)}")
             with writer.transaction("delete") as tx:
                 tx.delete_rows(seg_idx, rows)
+                tx.commit()
+            writer.compact(full=False)
+            return writer.snapshot.version
+
+    def update_metadata(self, ids: object, values: object) -> int:
+        """Set metadata columns of existing rows, keeping their codes and vectors; durable on return.
+
+        Parameters
+        ----------
+        ids
+            uint64-compatible (n,) ids of live rows, unique.
+        values
+            The new values, one per id: ``{column: values}`` (a dict of columns), a pyarrow
+            Table/RecordBatch or a pandas DataFrame with n rows.  Columns not named keep their
+            values; a column the schema lacks is declared (other rows read it as null); ``None``
+            values set nulls.  Types follow the rules of :meth:`write`.
+
+        Segments are immutable, so the rows are rewritten: one new segment holds them with their
+        code and vector bytes copied, and the old rows are marked deleted, all in one commit (the
+        cost is that of writing n rows, never a re-encode; see benchmarks/RESULTS.md).  Raises
+        ``UnknownIds`` listing ids that are not present; on any error nothing is written.  Returns
+        the current version after the call; an empty ``ids`` is a no-op.
+        """
+        with self._mutex:
+            writer = self._writable()
+            snap = writer.snapshot
+            q = unique_ids(as_id_array(ids))
+            if q.size == 0:
+                return snap.version
+            batch, seg_idx, rows = metadata_update_batch(snap, q, values)
+            with writer.transaction("update_metadata") as tx:
+                tx.delete_rows(seg_idx, rows)
+                tx.add_rows(batch)
+                tx.set(layout=batch.layout)
                 tx.commit()
             writer.compact(full=False)
             return writer.snapshot.version
