@@ -691,3 +691,133 @@ def test_failed_commit_of_metadata_changes_leaves_the_store_unchanged(tmp_path, 
     model.update([1], {"s": ["after"]})
     check_model(st.snapshot(), model)
     st.close()
+
+
+# ------------------------------------------------------------------ count, scroll, metadata by id
+def _has(row: dict, column: str) -> bool:
+    return row.get(column) is not None
+
+
+FILTERS = [  # (filter, the same predicate in plain Python over (model row, id))
+    (None, lambda r, i: True),
+    ({}, lambda r, i: True),
+    ({"a": {"gte": 0}}, lambda r, i: _has(r, "a") and r["a"] >= 0),
+    ({"tags": {"contains": "py"}}, lambda r, i: _has(r, "tags") and "py" in r["tags"]),
+    ({"s": {"prefix": "py"}}, lambda r, i: _has(r, "s") and r["s"].startswith("py")),
+    ({"s": {"contains": "t"}}, lambda r, i: _has(r, "s") and "t" in r["s"]),
+    ({"text": {"is_null": True}}, lambda r, i: not _has(r, "text")),
+    ({"flag": {"is_null": False}, "f": {"lt": 1}}, lambda r, i: _has(r, "flag") and _has(r, "f") and r["f"] < 1),
+    ({"id": {"lt": 150}}, lambda r, i: i < 150),
+    ({"or": [{"id": {"in": [3, 50, 2**64]}}, {"flag": True}]}, lambda r, i: i in (3, 50) or r.get("flag") is True),
+    ({"not": {"s": {"contains": "y"}}}, lambda r, i: not (_has(r, "s") and "y" in r["s"])),
+    ({"id": {"gt": 10**6}}, lambda r, i: False),
+]
+
+
+@pytest.fixture(scope="module")
+def evolved_store(tmp_path_factory):
+    """A store with several segments clustered by a non-id key, deletions, upserts and evolving metadata."""
+    root = tmp_path_factory.mktemp("scroll") / "s"
+    cfg = StoreConfig(code_columns=dict(CODES), dim=4, vector_dtype="float16", extra_columns={"list": "int32"},
+                      cluster_by="list", policy=StorePolicy(auto_compact=False, target_segment_bytes=8192))
+    st = Store.create(root, cfg)
+    rng = random.Random(3)
+    model = MetadataModel()
+    ids = rng.sample(range(400), 300)
+    for gen, start in enumerate(range(0, 300, 60), 1):
+        batch = ids[start:start + 60]
+        cols = rng.sample(sorted(POOL), rng.randint(1, 4))
+        values = {c: random_values(rng, c, len(batch), nulls=0.3) for c in cols}
+        write_model_rows(st, batch, gen, values, upsert=False)
+        model.write(batch, values, gen)
+    upd = rng.sample(sorted(model.rows), 80)
+    values = {"s": random_values(rng, "s", 80), "tags": random_values(rng, "tags", 80)}
+    st.update_metadata(upd, values)
+    model.update(upd, values)
+    gone = rng.sample(sorted(model.rows), 40)
+    st.delete(gone)
+    model.delete(gone)
+    assert st.stats()["segments"] > 3 and st.stats()["dead_rows"] > 0
+    yield st.snapshot(), model
+    st.close()
+
+
+@pytest.mark.parametrize("flt,pred", FILTERS, ids=[str(f[0]) for f in FILTERS])
+def test_count_and_scroll_match_the_model(evolved_store, flt, pred):
+    snap, model = evolved_store
+    want = sorted(i for i, r in model.rows.items() if pred(r, i))
+    assert snap.count(flt) == len(want)
+    assert sum(int(m.sum()) for m in snap.filter_masks(flt)) == len(want)
+    for limit, columns in ((1, ["s"]), (7, None), (1000, []), (64, ["tags", "a"])):
+        got, after, pages = [], None, 0
+        while True:
+            page = snap.scroll(flt, after=after, limit=limit, columns=columns)
+            pages += 1
+            assert len(page) <= limit and page.ids.dtype == np.uint64
+            assert page.metadata.num_rows == len(page)
+            names = model.columns if columns is None else columns
+            assert page.metadata.column_names == names
+            rows = [{c: model.rows[int(i)].get(c) for c in names} for i in page.ids]
+            assert page.metadata.to_pylist() == rows if names else True
+            got += page.ids.tolist()
+            if page.next_after is None:
+                break
+            assert len(page) == limit and page.next_after == page.ids[-1]
+            after = page.next_after
+        assert got == want  # ascending ids, each matching row exactly once
+        assert pages == max(1, -(-len(want) // limit))
+    mid = 200  # a cursor that is not itself an id
+    assert snap.scroll(flt, after=mid, limit=1000, columns=[]).ids.tolist() == [i for i in want if i > mid]
+
+
+def test_scroll_reads_a_pinned_version(evolved_store, tmp_path):
+    st = Store.create(tmp_path / "p", config())
+    write(st, np.arange(30), 1)
+    pinned = st.snapshot()
+    st.delete(np.arange(10))
+    write(st, np.arange(30, 40), 2)
+    assert pinned.scroll(limit=100, columns=[]).ids.tolist() == list(range(30))
+    assert st.snapshot().scroll(limit=100, columns=[]).ids.tolist() == list(range(10, 40))
+    assert st.snapshot().count({"gen": 2}) == 10 and pinned.count({"gen": 2}) == 0
+    empty = Store.create(tmp_path / "e", config()).snapshot()
+    page = empty.scroll({"id": {"gte": 0}})
+    assert page.ids.size == 0 and page.next_after is None and empty.count() == 0
+    st.close()
+
+
+def test_metadata_by_id_reads_only_what_is_asked(evolved_store):
+    snap, model = evolved_store
+    live = sorted(model.rows)
+    ids = np.array([live[5], live[0], live[5]], np.uint64)
+    assert snap.metadata(ids, ["a", "s"]).to_pylist() == [
+        {c: model.rows[int(i)].get(c) for c in ["a", "s"]} for i in ids]
+    padded = np.array([live[1], -1, 10**6, live[2]], np.int64)  # -1 pads search results; 10**6 was never added
+    got = snap.metadata(padded, ["text"], missing="null").to_pylist()
+    assert got == [{"text": model.rows[live[1]].get("text")}, {"text": None}, {"text": None},
+                   {"text": model.rows[live[2]].get("text")}]
+    assert snap.metadata(padded, [], missing="null").num_rows == 4
+    assert snap.metadata(ids).column_names == model.columns
+    with pytest.raises(UnknownIds, match=r"1 id\(s\) not found: \[1000000\]"):
+        snap.metadata([live[0], 10**6])
+    with pytest.raises(InvalidInput, match="must be non-negative"):
+        snap.metadata(padded)
+
+
+BAD_READS = [
+    (lambda s: s.scroll(limit=0), "limit must be in \\[1, 100000\\], got 0"),
+    (lambda s: s.scroll(limit=100_001), "limit must be in \\[1, 100000\\], got 100001"),
+    (lambda s: s.scroll(limit=2.5), "limit must be an integer, got float"),
+    (lambda s: s.scroll(after=-1), "after must be an id in \\[0, 2\\*\\*64 - 1\\], got -1"),
+    (lambda s: s.scroll(after="7"), "after must be an integer id or None, got str"),
+    (lambda s: s.scroll(columns=["nope"]), "unknown metadata column\\(s\\) \\['nope'\\]"),
+    (lambda s: s.scroll(columns="a"), "columns must be a list of metadata column names"),
+    (lambda s: s.scroll({"nope": 1}), "unknown filter field 'nope'"),
+    (lambda s: s.count({"a": {"gt": 10**400}}), "filter field 'a': the number .* is out of range"),
+    (lambda s: s.metadata([1], missing="skip"), "missing must be 'raise' or 'null'"),
+]
+
+
+@pytest.mark.parametrize("call,match", BAD_READS, ids=[b[1][:40] for b in BAD_READS])
+def test_bad_reads_raise_invalid_input(evolved_store, call, match):
+    with pytest.raises(InvalidInput, match=match):
+        call(evolved_store[0])

@@ -14,16 +14,22 @@ from __future__ import annotations
 from ._fsutil import atomic_write
 from .blobs import SkippedFile
 from .config import Layout, StoreConfig, StorePolicy
-from .filters import OPERATORS, CompiledFilter, compile_filter
+from .filters import ID_FIELD, OPERATORS, CompiledFilter, compile_filter
 from .ids import as_id_array
+from .schema import TEXT_COLUMN
+from .scroll import MAX_SCROLL_LIMIT, ScrollPage
 from .snapshot import Rows, SegmentView, Snapshot
 from .store import Store, VersionInfo
 
 __all__ = [
+    "ID_FIELD",
+    "MAX_SCROLL_LIMIT",
     "OPERATORS",
+    "TEXT_COLUMN",
     "CompiledFilter",
     "Layout",
     "Rows",
+    "ScrollPage",
     "SegmentView",
     "SkippedFile",
     "Snapshot",

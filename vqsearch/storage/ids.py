@@ -105,3 +105,22 @@ def preview(ids: np.ndarray, limit: int = 10) -> str:
     """``[1, 2, 3, ...]``: the first ``limit`` ids of an array, for error messages."""
     shown = ", ".join(str(int(i)) for i in ids[:limit])
     return f"[{shown}{', ...' if ids.size > limit else ''}]"
+
+
+def as_padded_ids(ids: object, *, name: str = "ids") -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`as_id_array`, but negative entries (the -1 that pads search results) mean "no row".
+
+    Returns ``(ids, present)``: uint64 ids (0 where absent) and the bool mask of real ids.
+    """
+    try:
+        arr = np.asarray(ids)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInput(f"{name} is not convertible to an array: {exc}") from None
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise InvalidInput(f"{name} must be a 1-D array of integers, got shape {arr.shape} dtype {arr.dtype}")
+    if arr.dtype.kind == "u" or arr.size == 0:
+        return np.ascontiguousarray(arr, dtype=np.uint64), np.ones(arr.shape[0], dtype=bool)
+    present = arr >= 0
+    return np.where(present, arr, 0).astype(np.uint64), present
