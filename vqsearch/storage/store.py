@@ -251,9 +251,11 @@ class Store:
         vectors
             (n, dim) floats (stored as float16) if the layout keeps vectors, else None.
         metadata
-            pyarrow Table/RecordBatch, dict of columns or pandas DataFrame with n rows;
-            its schema is declared by the first write carrying metadata.  ``None`` stores
-            nulls.
+            pyarrow Table/RecordBatch, dict of columns or pandas DataFrame with n rows.
+            Any subset of the declared columns (the others are null for these rows) plus
+            new columns, which this commit appends to the schema (rows written earlier read
+            them as null).  A declared column keeps its type (see :mod:`.schema`).  ``None``
+            stores nulls.
         extra
             Small per-row numeric columns (name -> (n,) array); declared by the first write.
         upsert
