@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from . import binary, e8, float16, leech, pq, scalar, ternary, trellis  # noqa: F401  (registration side effects)
 from .base import Quantizer
-from .registry import available, by_codec_id, from_bytes, get, parse_spec, register
+from .registry import available, by_codec_id, coerce_params, from_bytes, get, parse_spec, register, split_spec
 
-__all__ = ["Quantizer", "available", "by_codec_id", "from_bytes", "get", "parse_spec", "register"]
+__all__ = ["Quantizer", "available", "by_codec_id", "coerce_params", "from_bytes", "get", "parse_spec", "register",
+           "split_spec"]
