@@ -22,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from .. import __version__
-from . import collections, models, ops, points, search
+from . import collections, ops, points, search, weights
 from .auth import AuthMiddleware, KeyRing
 from .embedders import DEFAULT_EMBEDDERS, EmbedderFactory
 from .errors import CatchAllMiddleware, install_error_handlers
@@ -36,7 +36,7 @@ from .state import ServerState
 LOG = logging.getLogger(__name__)
 
 #: Routers served by the app, in OpenAPI order.  Add ``models.router`` here for ``/v1/models``.
-ROUTERS: list[APIRouter] = [collections.router, points.router, search.router, ops.router, models.router]
+ROUTERS: list[APIRouter] = [collections.router, points.router, search.router, ops.router, weights.router]
 
 #: Models used only through ``openapi_extra`` (multi-media-type bodies) that must appear in the schema.
 EXTRA_SCHEMAS = (PointsUpsert,)
