@@ -202,6 +202,16 @@ def test_trellis_weight_default_length_is_spelled_out() -> None:
     assert parse_format(parse_format("trellis:bits=4,L=16").spec) == parse_format("trellis:bits=4,L=16")
 
 
+@pytest.mark.parametrize("spec", ["e8p:bits=2", "int4", "trellis:bits=2,L=8"])
+def test_encoding_reports_progress_by_columns(spec: str, rng: np.random.Generator) -> None:
+    w = rng.standard_normal((512, 768)).astype(np.float32)
+    for hessian in (None, np.eye(768)):
+        seen: list[float] = []
+        enc = encode_tensor(w, spec, name="p", hessian=hessian, progress=seen.append)
+        assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] == 1.0
+        assert enc.meta["rounding"] == ("nearest" if hessian is None else "ldlq")
+
+
 # ----------------------------------------------------------------------------- LDLQ
 def _anisotropic_hessian(rng: np.random.Generator, n: int, tokens: int = 4000) -> np.ndarray:
     scales = np.exp(rng.standard_normal(n) * 1.5)

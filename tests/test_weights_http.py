@@ -35,6 +35,12 @@ from vqsearch.weights.shards import SCHEMA, decode_record
 R = {"Authorization": f"Bearer {READER}"}
 
 
+@pytest.fixture(autouse=True)
+def _no_home_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remote loads that do not name a cache directory must not write to the user's home."""
+    monkeypatch.setenv("VQSEARCH_CACHE_DIR", str(tmp_path / "default-cache"))
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     rng = np.random.default_rng(7)
@@ -131,7 +137,11 @@ def test_load_url_equals_local_load_bit_for_bit(served: dict[str, Any], tmp_path
         assert a.dtype == b.dtype and a.shape == b.shape
         assert a.tobytes() == b.tobytes()
     assert remote.file_path("files/config.json").read_text() == '{"model_type": "tiny"}'
-    out = weights.decompress(f"{srv.url}/v1/models/tiny", tmp_path / "r.safetensors", api_key=READER)
+    remote_info = weights.info(f"{srv.url}/v1/models/tiny", api_key=READER, cache_dir=tmp_path / "cache")
+    assert remote_info.path == f"{srv.url}/v1/models/tiny" and remote_info.total_bits == weights.info(
+        served["root"]).total_bits
+    out = weights.decompress(f"{srv.url}/v1/models/tiny", tmp_path / "r.safetensors", api_key=READER,
+                             cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(st_load(out.read_bytes())["emb/odd name.weight"], local["emb/odd name.weight"])
 
 

@@ -243,8 +243,9 @@ class TrellisQuantizer(Quantizer):
     description = "QTIP bitshift trellis (L-bit states, Viterbi, tail-biting), k = 1-4 bits/value"
     data_free = False
     min_train = 1
-    #: Weight matrices hold millions of blocks: L = 12 encodes ~16× faster than L = 16 for a small
-    #: loss (benchmarks/RESULTS.md §4 measures both on MiniLM).  Embeddings keep L = 16.
+    #: Weight matrices hold millions of blocks, and encoding time grows with 2^L: a shorter trellis
+    #: compresses a whole model in minutes instead of many (benchmarks/RESULTS.md §4 measures the
+    #: default and L = 16 on MiniLM).  Embeddings keep L = 16.
     weight_defaults = {"L": 12}
 
     def __init__(self, *, bits: int = 2, L: int = 16, V: int = 1, T: int = 256, code: CodeName = "1mad",

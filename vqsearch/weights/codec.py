@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,10 @@ FIT_TILES = 1 << 16
 #: Clip ratios searched by ``int:scaling=mse`` (fraction of the block absmax).
 _CLIP_GRID = np.linspace(1.0, 0.35, 14)
 _RHT_SEED_BITS = 64
+#: Nearest rounding encodes column blocks of at least this many values, in at most _PROGRESS_STEPS
+#: parts, so that a progress callback moves during one large tensor.
+_PROGRESS_VALUES = 1 << 17
+_PROGRESS_STEPS = 32
 
 
 @dataclass
@@ -92,11 +97,14 @@ def encode_tensor(
     damp: float = 0.01,
     seed: int = 0,
     source_dtype: str = "F32",
+    progress: Callable[[float], None] | None = None,
 ) -> EncodedTensor:
     """Encode one tensor.  ``hessian`` (n × n input covariance, original domain) enables LDLQ.
 
     ``meta["rounding"]`` records what was applied to a quantised tensor: ``"ldlq"`` when a Hessian
-    was given and the format allows it, else ``"nearest"``.
+    was given and the format allows it, else ``"nearest"``.  ``progress``, if given, is called with
+    the fraction of columns encoded so far (the columns are encoded in blocks, which gives the same
+    codes as encoding them at once: every vector is encoded on its own).
     """
     fmt = parse_format(fmt) if isinstance(fmt, str) else fmt
     w = np.asarray(w)
@@ -151,19 +159,26 @@ def encode_tensor(
     if hessian is not None and fmt.ldlq:
         h_pad = np.zeros((n_pad, n_pad), dtype=np.float64)
         h_pad[:nw, :nw] = hessian
+    parts: list[np.ndarray] = []
     if h_pad is None:
-        symbols = codec.quantize(padded, s_full)
+        step = c * max(1, -(-max(_PROGRESS_VALUES, padded.size // _PROGRESS_STEPS) // (m_pad * c)))
+        for j0 in range(0, n_pad, step):
+            parts.append(codec.quantize(padded[:, j0:j0 + step], s_full[:, j0:j0 + step]))
+            if progress is not None:
+                progress(min(j0 + step, n_pad) / n_pad)
     else:
-        parts: list[np.ndarray] = []
-
         def qblock(j: int, target: np.ndarray) -> np.ndarray:
             sym = codec.quantize(target, s_full[:, j * c:(j + 1) * c])
             parts.append(sym)
+            if progress is not None:
+                progress((j + 1) * c / n_pad)
             return codec.dequantize(sym, m_pad, c) * s_full[:, j * c:(j + 1) * c]
 
         ldlq(padded, h_pad, qblock, c, damp=damp)
-        symbols = np.concatenate(parts, axis=0) if codec.kind == "vq" else np.concatenate(parts, axis=1)
         meta["ldlq_damp"] = damp
+    # Tiles are column-block-major, so column-block parts concatenate in order (symbol rows for vector
+    # formats, symbol columns for the element formats).
+    symbols = np.concatenate(parts, axis=0) if codec.kind == "vq" else np.concatenate(parts, axis=1)
     meta["rounding"] = "nearest" if h_pad is None else "ldlq"
     arrays["codes"] = codec.pack(symbols)
     if codec.state is not None:

@@ -10,7 +10,9 @@ The progress bar counts estimated seconds of work, not tensors: a format's cost 
 measured once per (format, row width) on a small Gaussian probe (after a warm-up call, so kernel
 compilation is not counted), and a tensor's work is its size times that cost plus a fixed
 per-tensor cost.  Formats differ by orders of magnitude (a trellis tensor can take 1000× the time
-of a float16 one of the same size), so a bar by tensor count would promise the wrong ETA.
+of a float16 one of the same size), so a bar by tensor count would promise the wrong ETA.  The bar
+moves while a tensor's columns are encoded (:func:`~.codec.encode_tensor`'s ``progress``), so the
+first large tensor (often the embedding table, half of a small model) does not leave it blank.
 """
 
 from __future__ import annotations
@@ -221,14 +223,32 @@ def _compress_tensors(source: SafetensorsSource, todo: list[TensorEntry], plan: 
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]")
     try:
         for i, e in enumerate(todo):
+            report = None
             if bar is not None:
                 bar.set_postfix_str(f"tensor {i + 1}/{len(todo)}", refresh=False)
-            _compress_one(source, e, plan[e.name], hessians[e.name], stats, writer, journal, damp, seed)
-            if bar is not None:
-                bar.update(work[e.name])
+                report = _Advance(bar, work[e.name] - _TENSOR_OVERHEAD)
+            _compress_one(source, e, plan[e.name], hessians[e.name], stats, writer, journal, damp, seed, report)
+            if report is not None:
+                report.finish(work[e.name])
     finally:
         if bar is not None:
             bar.close()
+
+
+class _Advance:
+    """Moves the bar by a tensor's encoding work as its columns are encoded, then by the rest."""
+
+    def __init__(self, bar: Any, encode_work: float) -> None:
+        self.bar, self.encode_work, self.done = bar, encode_work, 0.0
+
+    def __call__(self, fraction: float) -> None:
+        step = self.encode_work * fraction - self.done
+        if step > 0:
+            self.bar.update(step)
+            self.done += step
+
+    def finish(self, work: float) -> None:
+        self.bar.update(max(work - self.done, 0.0))
 
 
 def _hessian(stats: CalibrationStats | None, name: str, spec: str) -> np.ndarray | None:
@@ -240,10 +260,11 @@ def _hessian(stats: CalibrationStats | None, name: str, spec: str) -> np.ndarray
 
 def _compress_one(source: SafetensorsSource, e: TensorEntry, spec: str, h: np.ndarray | None,
                   stats: CalibrationStats | None, writer: ShardWriter, journal: Journal, damp: float,
-                  seed: int) -> None:
+                  seed: int, progress: Any = None) -> None:
     t0 = time.perf_counter()
     w = source.get(e.name)
-    enc = encode_tensor(w, spec, name=e.name, hessian=h, damp=damp, seed=seed, source_dtype=e.dtype)
+    enc = encode_tensor(w, spec, name=e.name, hessian=h, damp=damp, seed=seed, source_dtype=e.dtype,
+                        progress=progress)
     tinfo: dict[str, Any] = {"bits": enc.bits, "bits_per_param": enc.bits_per_param,
                              "rounding": enc.meta.get("rounding")}
     if e.is_float:

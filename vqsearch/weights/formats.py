@@ -43,8 +43,8 @@ Keys that belong to the weight format (everything else of a vector spec goes to 
 
 Quantiser defaults for weights.  A quantiser's :attr:`~vqsearch.quantizers.Quantizer.weight_defaults`
 override its class defaults when a weight spec leaves the key out: ``trellis:bits=4`` means
-``L=12`` here (the embedding quantiser keeps ``L=16``, which encodes a whole model ~16× slower;
-RESULTS.md §4 has both).  Canonical specs spell those keys out.
+``L=12`` here (the embedding quantiser keeps ``L=16``, much slower on a whole model; RESULTS.md §4
+measures both).  Canonical specs spell those keys out.
 """
 
 from __future__ import annotations

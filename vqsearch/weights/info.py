@@ -47,7 +47,7 @@ class TensorInfo:
 class ModelInfo:
     """What :func:`info` (and :func:`~vqsearch.weights.compress`) report for a compressed model."""
 
-    path: Path
+    path: Path | str  # a directory, or the URL of a served model
     tensors: list[TensorInfo]
     total_params: int
     total_bits: int
@@ -105,13 +105,24 @@ def _float(v: Any) -> float | None:
     return float(v) if isinstance(v, str) else v
 
 
-def info(path: str | os.PathLike) -> ModelInfo:
-    """Per-tensor format, rounding, bits, shape, SQNR and statistics of a compressed model (from its manifest)."""
+def info(path: str | os.PathLike, *, api_key: str | None = None,
+         cache_dir: str | os.PathLike | None = None) -> ModelInfo:
+    """Per-tensor format, rounding, bits, shape, SQNR and statistics of a compressed model (from its manifest).
+
+    ``path`` is a model directory or a served model's URL (``api_key`` and ``cache_dir`` as for
+    :func:`vqsearch.weights.load`).
+    """
+    text = os.fspath(path)
+    if isinstance(text, str) and text.lower().startswith(("http://", "https://")):
+        from .archive import load
+
+        archive = load(text, api_key=api_key, cache_dir=cache_dir)
+        return model_info(archive.manifest, archive.label)
     root = Path(path)
     return model_info(read_manifest(root), root)
 
 
-def model_info(m: dict[str, Any], path: Path) -> ModelInfo:
+def model_info(m: dict[str, Any], path: Path | str) -> ModelInfo:
     """:class:`ModelInfo` of a parsed manifest."""
     tensors = []
     for t in m["tensors"]:

@@ -42,7 +42,7 @@ DEFAULT_CANDIDATES: tuple[str, ...] = (
     "int:bits=6,rht=true,block=0", "int:bits=8,rht=true,block=0",
 )
 #: Added to the default candidates only when a target is infeasible with them (e.g. 2.0 bits on
-#: average: per-row scales and float16 leftovers already cost ~0.08 bits/parameter on MiniLM).
+#: average, where per-row scales and float16 leftovers already take part of the budget).
 LOW_RATE_CANDIDATES: tuple[str, ...] = ("e8:bits=1.75", "e8:bits=1.5", "e8:bits=1.25")
 #: Values per tensor used to measure each candidate's error for the allocator.
 ALLOC_SAMPLE = 1 << 15

@@ -215,11 +215,11 @@ _OUT_DTYPES = {"float16": ("F16", "<f2"), "float32": ("F32", "<f4"), "bfloat16":
 
 
 def decompress(path: str | os.PathLike, out: str | os.PathLike, dtype: str = "float32", *,
-               api_key: str | None = None) -> Path:
+               api_key: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
     """Write the decoded model as one safetensors file (streamed: one tensor in memory at a time).
 
-    ``path`` is a compressed model directory or a served model's URL (see
-    :func:`vqsearch.weights.load`).  ``out`` must end in ``.safetensors``.  ``dtype``
+    ``path`` is a compressed model directory or a served model's URL (``api_key`` and ``cache_dir``
+    as for :func:`vqsearch.weights.load`).  ``out`` must end in ``.safetensors``.  ``dtype``
     ("float32", "float16" or "bfloat16") applies to floating-point tensors; integer buffers keep
     their dtype.  The source file's ``__metadata__`` (e.g. ``{"format": "pt"}``) is kept.
     """
@@ -230,7 +230,7 @@ def decompress(path: str | os.PathLike, out: str | os.PathLike, dtype: str = "fl
         raise InvalidInput(f"decompress writes safetensors only: name the output *.safetensors, got {out.name!r} "
                            "(GGUF and other containers are not supported)")
     _check_dtype(dtype)
-    archive = load(path, api_key=api_key)
+    archive = load(path, api_key=api_key, cache_dir=cache_dir)
     try:
         write_safetensors(archive, out, dtype)
     finally:
