@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput, NotFound, VQSearchError
 from ..weights import WeightsArchive
 from ..weights.manifest import MANIFEST, public_manifest
 from .auth import ReadAccess
@@ -43,6 +44,7 @@ from .collections import ERRORS
 from .errors import error_response
 from .state import StateDep
 
+LOG = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 
 CHUNK = 1 << 20
@@ -204,7 +206,13 @@ async def list_models(request: Request, state: StateDep) -> dict[str, Any]:
     store = _store(request)
 
     def run() -> list[dict[str, Any]]:
-        return [_summary(store, n) for n in store.names()]
+        out = []
+        for n in store.names():
+            try:
+                out.append(_summary(store, n))
+            except VQSearchError as exc:  # one damaged model must not hide the others
+                LOG.warning("model %r is not listed: %s", n, exc)
+        return out
 
     return {"models": await state.read(run)}
 

@@ -151,11 +151,11 @@ def test_compression_resumes_after_an_interruption(model_file, tmp_path: Path,
     def flaky(w, spec, *, name="", **kw):
         calls.append(name)
         if len(calls) == 4:
-            raise KeyboardInterrupt  # the process dies while compressing the 4th tensor
+            raise KeyboardInterrupt("killed at the 4th tensor")  # the process dies while compressing it
         return real(w, spec, name=name, **kw)
 
     monkeypatch.setattr(compression, "encode_tensor", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="killed at the 4th tensor"):
         weights.compress(src, tmp_path / "out", format="e8p:bits=2", progress=False)
     assert not (tmp_path / "out" / "manifest.json").exists()
     journal = (tmp_path / "out" / "_journal.jsonl").read_text().splitlines()

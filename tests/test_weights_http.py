@@ -102,7 +102,7 @@ def test_listed_shards_are_reachable_at_their_urls(client: httpx.Client, served:
                  "model 'tiny' has no file 'nope.json'")
 
 
-def test_no_response_reveals_a_server_path(client: httpx.Client, served: dict[str, Any], tmp_path: Path) -> None:
+def test_no_response_reveals_a_server_path(client: httpx.Client, served: dict[str, Any]) -> None:
     """Regression: the served manifest held the source's absolute path; errors named shard paths."""
     secret = str(served["root"].parents[1])
     assert secret not in client.get("/v1/models").text
@@ -110,21 +110,30 @@ def test_no_response_reveals_a_server_path(client: httpx.Client, served: dict[st
     # a version-1 manifest on disk (written before this fix) is served without its local paths
     legacy = served["root"].parent / "legacy"
     shutil.copytree(served["root"], legacy)
-    m = json.loads((legacy / "manifest.json").read_text())
-    m.update(format_version=1, source={"path": f"{secret}/model.safetensors", "metadata": {}})
-    m["config"]["source"] = f"{secret}/model.safetensors"
-    (legacy / "manifest.json").write_text(json.dumps(m))
-    r = client.get("/v1/models/legacy")
-    assert r.status_code == 200 and secret not in r.text and "path" not in r.json()["source"]
-    # a corrupt shard is reported by model name, never by where it lives
-    entry = m["tensors"][0]
-    shard = legacy / entry["shard"]
-    data = bytearray(shard.read_bytes())
-    data[entry["offset"] + entry["length"] // 2] ^= 0x40
-    shard.write_bytes(bytes(data))
-    r = client.get(f"/v1/models/legacy/tensors/{entry['name']}")
-    assert_error(r, 422, "corrupt_data", match=r"^legacy/shards/00000\.arrows: tensor .* fails its SHA-256")
-    assert secret not in r.text
+    try:
+        m = json.loads((legacy / "manifest.json").read_text())
+        m.update(format_version=1, source={"path": f"{secret}/model.safetensors", "metadata": {}})
+        m["config"]["source"] = f"{secret}/model.safetensors"
+        (legacy / "manifest.json").write_text(json.dumps(m))
+        r = client.get("/v1/models/legacy")
+        assert r.status_code == 200 and secret not in r.text and "path" not in r.json()["source"]
+        # a corrupt shard is reported by model name, never by where it lives
+        entry = m["tensors"][0]
+        shard = legacy / entry["shard"]
+        data = bytearray(shard.read_bytes())
+        data[entry["offset"] + entry["length"] // 2] ^= 0x40
+        shard.write_bytes(bytes(data))
+        r = client.get(f"/v1/models/legacy/tensors/{entry['name']}")
+        assert_error(r, 422, "corrupt_data", match=r"^legacy/shards/00000\.arrows: tensor .* fails its SHA-256")
+        assert secret not in r.text
+        # a damaged manifest: the model is named, not its folder, and the listing still shows the others
+        (legacy / "manifest.json").write_text("{not json")
+        r = client.get("/v1/models/legacy")
+        assert_error(r, 422, "corrupt_data", match=r"^legacy/manifest\.json: manifest is not valid JSON")
+        assert secret not in r.text
+        assert [m["name"] for m in client.get("/v1/models").json()["models"]] == ["tiny"]
+    finally:
+        shutil.rmtree(legacy)
 
 
 def test_load_url_equals_local_load_bit_for_bit(served: dict[str, Any], tmp_path: Path) -> None:

@@ -146,7 +146,8 @@ class WeightsArchive(Archive):
     def __init__(self, root: str | os.PathLike, *, cache: bool = False, verify: bool = True,
                  label: str | None = None) -> None:
         self.root = Path(root)
-        super().__init__(read_manifest(self.root), label or str(self.root), cache=cache, verify=verify)
+        label = label or str(self.root)
+        super().__init__(read_manifest(self.root, label), label, cache=cache, verify=verify)
         self._readers: dict[str, ShardReader] = {}
         self._shard_files = {s["file"] for s in self.manifest["shards"]}
 

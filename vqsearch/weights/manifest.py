@@ -90,11 +90,13 @@ def parse_manifest(raw: bytes | str, where: str) -> dict:
     return manifest
 
 
-def read_manifest(root: Path) -> dict:
+def read_manifest(root: Path, label: str | None = None) -> dict:
+    """The parsed manifest of the model directory ``root``; ``label`` names the model in errors (default: ``root``)."""
     path = Path(root) / MANIFEST
+    name = label or str(root)
     if not path.exists():
-        raise NotFound(f"no compressed model at {root} (missing {MANIFEST})")
-    return parse_manifest(path.read_bytes(), str(path))
+        raise NotFound(f"no compressed model at {name} (missing {MANIFEST})")
+    return parse_manifest(path.read_bytes(), f"{name}/{MANIFEST}")
 
 
 def public_manifest(manifest: dict) -> dict:
