@@ -221,6 +221,13 @@ def update_tensors(
     then the manifest is replaced atomically, which is the commit point: a crash before it leaves
     the previous model intact.  Shards no longer referenced are deleted after the commit (readers
     that mapped them keep reading; on POSIX a deleted mapped file stays readable).
+
+    Changing a tensor's continuous parameters (its block scales) and keeping its codes:
+
+    >>> meta, arrays = weights.load(d).record(name)          # read-only views  # doctest: +SKIP
+    >>> arrays = {k: v.copy() for k, v in arrays.items()}                        # doctest: +SKIP
+    >>> arrays["scales"] = tuned.astype(arrays["scales"].dtype)                  # doctest: +SKIP
+    >>> weights.update_tensors(d, {name: weights.EncodedTensor(arrays, meta)})   # doctest: +SKIP
     """
     root = Path(path)
     manifest = read_manifest(root)
