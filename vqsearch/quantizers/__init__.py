@@ -16,7 +16,17 @@ import importlib
 import pkgutil
 
 from .base import Quantizer, ScanTerms
-from .registry import available, by_codec_id, codec_ids, from_bytes, get, parse_spec, register
+from .registry import (
+    available,
+    by_codec_id,
+    codec_ids,
+    coerce_params,
+    from_bytes,
+    get,
+    parse_spec,
+    register,
+    split_spec,
+)
 
 
 def _import_families() -> None:
@@ -27,5 +37,5 @@ def _import_families() -> None:
 
 _import_families()
 
-__all__ = ["Quantizer", "ScanTerms", "available", "by_codec_id", "codec_ids", "from_bytes", "get", "parse_spec",
-           "register"]
+__all__ = ["Quantizer", "ScanTerms", "available", "by_codec_id", "codec_ids", "coerce_params", "from_bytes", "get",
+           "parse_spec", "register", "split_spec"]

@@ -266,6 +266,22 @@ class Quantizer:
         dot = rows_dot if parallel.rescore_parallel(query_of_pair.size) else rows_dot_serial
         return dot(work_queries, query_of_pair, decoded, row_of_pair)
 
+    # ------------------------------------------------ weight compression
+    #: Constructor defaults for weight matrices (:mod:`vqsearch.weights`) where they differ from the
+    #: class defaults: a model holds millions of vectors, so a family whose embedding default is too
+    #: slow at that scale names a faster setting here (measured in benchmarks/RESULTS.md §4).
+    weight_defaults: ClassVar[dict[str, Any]] = {}
+
+    def weight_tile(self) -> tuple[int, int] | None:
+        """(rows, columns) of the weight-matrix tile that one code vector covers, for :mod:`vqsearch.weights`.
+
+        ``None`` means any vector length works (the weights layer then picks the width).  Families
+        opt in by overriding this; the default raises, so a new family is never given a tile shape
+        it was not designed for.
+        """
+        raise InvalidSpec(f"quantiser {self.name!r} does not declare a weight tile shape, so it cannot encode "
+                          "weight matrices")
+
     # --------------------------------------------------------- to implement
     def _fit(self, xw: np.ndarray | None) -> None:  # pragma: no cover - trivial default
         pass

@@ -409,6 +409,10 @@ class Leech(Quantizer):
         self.gain_values = np.ones(self.levels)
 
     # ------------------------------------------------------------------ layout
+    def weight_tile(self) -> tuple[int, int]:
+        """The fewest 24-value blocks of a weight row whose codes fill whole bytes."""
+        return (1, BLOCK * (8 // math.gcd(self.block_bits, 8)))
+
     def _work_dim(self, d_in: int) -> int:
         return BLOCK * -(-d_in // BLOCK)
 

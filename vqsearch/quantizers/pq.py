@@ -117,6 +117,10 @@ class ProductQuantizer(Quantizer):
     def dsub(self) -> int:
         return self._d_work // self.M
 
+    def weight_tile(self) -> None:
+        """Any vector length (the work dimension is padded to a multiple of ``m``)."""
+        return None
+
     def _work_dim(self, d_in: int) -> int:
         self._m_auto = -(-d_in // 4)
         m = self.m or self._m_auto

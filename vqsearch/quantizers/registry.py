@@ -40,7 +40,7 @@ def register(cls: type[Quantizer] | None = None, *, aliases: tuple[str, ...] = (
     return wrap(cls) if cls is not None else wrap
 
 
-def _coerce(cls: type[Quantizer], key: str, raw: str, default: Any) -> Any:
+def _coerce(owner: str, key: str, raw: str, default: Any) -> Any:
     try:
         if isinstance(default, bool):
             low = raw.strip().lower()
@@ -62,16 +62,47 @@ def _coerce(cls: type[Quantizer], key: str, raw: str, default: Any) -> Any:
         return raw
     except ValueError:
         raise InvalidSpec(
-            f"{cls.name}: cannot parse {key}={raw!r} as {type(default).__name__}"
+            f"{owner}: cannot parse {key}={raw!r} as {type(default).__name__}"
         ) from None
+
+
+def split_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """The spec grammar ``name[:key=value,...]`` → (lower-case name, raw string values by key).
+
+    One grammar for every spec string: quantiser specs here and weight formats
+    (:mod:`vqsearch.weights.formats`) both split with it and convert with :func:`coerce_params`.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidSpec(f"spec must be a non-empty string, got {spec!r}")
+    name, _, rest = spec.strip().partition(":")
+    raw: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise InvalidSpec(f"{spec!r}: expected key=value, got {part!r}")
+        raw[key.strip()] = value.strip()
+    return name.strip().lower(), raw
+
+
+def coerce_params(owner: str, raw: dict[str, str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Raw spec values → keyword arguments, each converted to the type of its default.
+
+    Booleans accept 1/true/yes/on and 0/false/no/off; a key without a default raises
+    :class:`InvalidSpec` naming ``owner`` and the valid keys.
+    """
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in defaults:
+            raise InvalidSpec(f"{owner} has no parameter {key!r}; valid: {', '.join(defaults)}")
+        out[key] = _coerce(owner, key, value, defaults[key])
+    return out
 
 
 def parse_spec(spec: str) -> tuple[type[Quantizer], dict[str, Any]]:
     """Split a spec string into (class, constructor kwargs)."""
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidSpec(f"quantiser spec must be a non-empty string, got {spec!r}")
-    name, _, rest = spec.strip().partition(":")
-    name = name.strip().lower()
+    name, raw = split_spec(spec)
     name = _ALIASES.get(name, name)
     if name not in _BY_NAME:
         raise UnknownQuantizer(
@@ -79,16 +110,7 @@ def parse_spec(spec: str) -> tuple[type[Quantizer], dict[str, Any]]:
         )
     cls = _BY_NAME[name]
     sig = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
-    kwargs: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = part.partition("=")
-        key = key.strip()
-        if not eq:
-            raise InvalidSpec(f"{spec!r}: expected key=value, got {part!r}")
-        if key not in sig:
-            raise InvalidSpec(f"{cls.name} has no parameter {key!r}; valid: {', '.join(sig)}")
-        kwargs[key] = _coerce(cls, key, value.strip(), sig[key])
-    return cls, kwargs
+    return cls, coerce_params(cls.name, raw, sig)
 
 
 def get(spec: str, **overrides: Any) -> Quantizer:

@@ -210,6 +210,10 @@ class ScalarQuantizer(Quantizer):
         self._set_range(quantile(p, False), quantile(p, True))
 
     # ----------------------------------------------------------- protocol
+    def weight_tile(self) -> None:
+        """Any vector length: each coordinate has its own range."""
+        return None
+
     def _code_size(self) -> int:
         return self._d_work if self.bits == 8 else (self._d_work + 1) // 2
 

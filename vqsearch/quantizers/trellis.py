@@ -244,6 +244,10 @@ class TrellisQuantizer(Quantizer):
     description = "QTIP bitshift trellis (L-bit states, Viterbi, tail-biting), k = 1-4 bits/value"
     data_free = False
     min_train = 1
+    #: Weight matrices hold millions of blocks, and encoding time grows with 2^L: a shorter trellis
+    #: compresses a whole model in minutes instead of many (benchmarks/RESULTS.md §4 measures the
+    #: default and L = 16 on MiniLM).  Embeddings keep L = 16.
+    weight_defaults = {"L": 12}
 
     def __init__(self, *, bits: int = 2, L: int = 16, V: int = 1, T: int = 256, code: CodeName = "1mad",
                  scale: ScaleMode = "global", gain: float = 0.0, tail_window: int = _TAIL_WINDOW,
@@ -293,6 +297,16 @@ class TrellisQuantizer(Quantizer):
     def effective_gain(self) -> float:
         """The code gain γ in use (the tuned default when ``gain=0``)."""
         return self.gain if self.gain > 0 else default_gain(self.code, self.bits, self.V)
+
+    def weight_tile(self) -> tuple[int, int]:
+        """QTIP's layout: a block of T values covers 16 columns × T/16 rows of a weight matrix.
+
+        Narrow tiles keep the Hessian-aware rounding's column blocks (:mod:`vqsearch.weights.ldlq`)
+        at 16 columns however long the trellis block is.
+        """
+        if self.T % 16:
+            raise InvalidSpec(f"trellis weights need T to be a multiple of 16 (16-column tiles), got {self.T}")
+        return (self.T // 16, 16)
 
     def _work_dim(self, d_in: int) -> int:
         self._d_real = d_in
