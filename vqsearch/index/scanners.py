@@ -14,8 +14,8 @@ and passes the factor on c_q as ``score_scale``.
 
 * :class:`LutScanner` — one 256-entry table per code byte and query
   (:func:`~vqsearch.kernels.scan.lut_scan_topk`); 8-bit PQ and ternary codes.
-* :class:`BinaryScanner` — sign bits, RaBitQ's unbiased asymmetric estimate: on AVX-512 hosts
-  the 4-bit fast-scan kernel over the sign nibbles keeps the rows whose confidence interval
+* :class:`BinaryScanner` — sign bits, RaBitQ's unbiased asymmetric estimate: on AVX2 and AVX-512
+  hosts the 4-bit fast-scan kernel over the sign nibbles keeps the rows whose confidence interval
   reaches the top k (:data:`~vqsearch.kernels.fastscan.fastscan_candidates`), re-estimated
   exactly; elsewhere a popcount (Hamming) pass keeps ``4·n_keep`` rows and the estimate picks
   ``n_keep`` (:func:`~vqsearch.kernels.scan.binary_cascade_topk`).
@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import parallel
 from ..kernels.fastscan import (
-    HAS_AVX512,
+    HAS_SIMD_FASTSCAN,
     PackedCodes,
     QueryTables,
     RowTerms,
@@ -247,9 +247,10 @@ class BinaryLayout:
 #: where no pruning has it (benchmarks/RESULTS.md, section 6, "RaBitQ confidence").
 RABITQ_CONFIDENCE = 1.25
 
-#: Binary codes are scanned as 4-bit fast-scan codes where the CPU has the AVX-512 kernels (faster than the
-#: popcount cascade there, see benchmarks/RESULTS.md section 2), else by the popcount cascade.
-BINARY_FASTSCAN = HAS_AVX512
+#: Binary codes are scanned as 4-bit fast-scan codes wherever a SIMD fast-scan kernel runs (AVX2 or AVX-512:
+#: less CPU per query than the popcount cascade from a handful of queries per call, and more of the true
+#: neighbours kept; benchmarks/RESULTS.md, "Binary scan kernels"), else by the popcount cascade.
+BINARY_FASTSCAN = HAS_SIMD_FASTSCAN
 
 
 class BinaryScanner(Scanner):
