@@ -1,9 +1,12 @@
-"""``/v1/collections/{name}/points``: upsert (JSON or Arrow IPC stream), delete and get by id.
+"""``/v1/collections/{name}/points``: upsert (JSON or Arrow IPC stream), delete, get by id, update metadata.
 
 Bulk ingest streams the request body to a temporary file under the data directory (never
 holding it as JSON or in one Python ``bytes``), then decodes it zero-copy from a memory
 map in a worker thread and writes it with one atomic ``Index.upsert``: a request is
 all-or-nothing.  The body-size middleware bounds the file.
+
+A collection with an embedder keeps each point's text in the metadata column ``text``
+(:data:`vqsearch.storage.TEXT_COLUMN`): it is returned by ``include``, filterable and updatable.
 """
 
 from __future__ import annotations
@@ -22,11 +25,21 @@ from ..errors import InvalidInput
 from . import wire
 from .auth import AdminAccess, ReadAccess
 from .collections import ERRORS
-from .convert import embed_texts, metadata_rows, read_arrow_stream, vectors_from_json
+from .convert import embed_texts, metadata_rows, read_arrow_stream, vectors_from_json, with_text
 from .errors import UnsupportedMediaType
 from .limits import ARROW_STREAM
 from .registry import Collection
-from .schemas import MAX_ID, MAX_INCLUDE, DeleteResult, Point, PointsDelete, PointsUpsert, UpsertResult
+from .schemas import (
+    MAX_ID,
+    MAX_INCLUDE,
+    DeleteResult,
+    MetadataUpdate,
+    MetadataUpdated,
+    Point,
+    PointsDelete,
+    PointsUpsert,
+    UpsertResult,
+)
 from .state import CollectionDep, ServerState, StateDep
 
 router = APIRouter(prefix="/v1/collections/{name}/points", tags=["points"],
@@ -64,7 +77,8 @@ async def spool_body(request: Request, directory: Path) -> Path:
 
 
 async def _upsert(state: ServerState, c: Collection, ids: np.ndarray, data: Any, metadata: Any) -> dict[str, int]:
-    if isinstance(data, list):  # texts: embed outside the writer lock (it is the slow part)
+    if isinstance(data, list):  # texts: embed outside the writer lock (it is the slow part); keep them too
+        metadata = with_text(metadata, data)
         data = await state.encode(embed_texts, c, data)
 
     def run() -> dict[str, int]:
@@ -109,6 +123,22 @@ async def delete_points(body: PointsDelete, collection: CollectionDep, state: St
     def run() -> dict[str, int]:
         collection.index.delete(ids)
         return {"deleted": int(ids.shape[0]), "count": len(collection.index)}
+    return await state.write(collection, run)
+
+
+@router.patch("/metadata", response_model=MetadataUpdated, dependencies=[AdminAccess],
+              summary="Update metadata of points")
+async def update_metadata(body: MetadataUpdate, collection: CollectionDep, state: StateDep) -> dict[str, int]:
+    """Set metadata columns of existing points without re-encoding their vectors, in one atomic commit.
+
+    Columns not named keep their values; a new column is added (other points read it as null).  If any
+    id is not in the collection nothing changes (404 ``unknown_ids``).
+    """
+    ids = np.asarray(body.ids, dtype=np.uint64)
+
+    def run() -> dict[str, int]:
+        collection.index.update_metadata(ids, body.metadata)
+        return {"updated": int(ids.shape[0]), "version": collection.index.version}
     return await state.write(collection, run)
 
 
