@@ -30,6 +30,7 @@ def collection_info(c: Collection) -> dict[str, Any]:
             "embedder": c.embedder_name, "count": st["count"], "bytes": st["bytes"],
             "bytes_per_vector": st["bytes_per_vector"], "segments": st["segments"], "version": st["version"],
             "versions": versions, "metadata_columns": list(st["metadata_columns"]), "trained": st["trained"],
+            "next_id": c.index.next_id,
             "created": c.created}
 
 

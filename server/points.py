@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import numpy as np
@@ -76,32 +76,42 @@ async def spool_body(request: Request, directory: Path) -> Path:
     return path
 
 
-async def _upsert(state: ServerState, c: Collection, ids: np.ndarray, data: Any, metadata: Any) -> dict[str, int]:
+async def _upsert(state: ServerState, c: Collection, ids: np.ndarray, data: Any, metadata: Any,
+                  replace: bool = True) -> dict[str, int]:
     if isinstance(data, list):  # texts: embed outside the writer lock (it is the slow part); keep them too
         metadata = with_text(metadata, data)
         data = await state.encode(embed_texts, c, data)
 
     def run() -> dict[str, int]:
-        written = c.index.upsert(data, ids, metadata=metadata)
+        write = c.index.upsert if replace else c.index.add
+        written = write(data, ids, metadata=metadata, progress=False)
         return {"upserted": int(written.shape[0]), "count": len(c.index)}
     return await state.write(c, run)
 
 
 @router.post("", response_model=UpsertResult, dependencies=[AdminAccess], openapi_extra=UPSERT_BODY,
              summary="Upsert points (JSON or Arrow stream)")
-async def upsert_points(request: Request, collection: CollectionDep, state: StateDep) -> dict[str, int]:
+async def upsert_points(
+    request: Request,
+    collection: CollectionDep,
+    state: StateDep,
+    mode: Annotated[Literal["upsert", "add"], Query(
+        description="'upsert' replaces points whose id exists; 'add' refuses the whole request (409 conflict) "
+                    "if any id exists.")] = "upsert",
+) -> dict[str, int]:
     """Insert or replace points by id.  JSON for small batches; an Arrow IPC stream for bulk ingest.
 
     The first write to a collection trains its quantisers on that batch, so make it representative.
     Each request is atomic: on any error nothing is written.
     """
+    replace = mode == "upsert"
     ctype = wire.media_type(request)
     if ctype == ARROW_STREAM:
         path = await spool_body(request, state.registry.tmp_dir)
         try:
             ids, data, meta = await state.encode(read_arrow_stream, collection, path,
                                                  state.settings.max_arrow_bytes)
-            return await _upsert(state, collection, ids, data, meta)
+            return await _upsert(state, collection, ids, data, meta, replace)
         finally:
             path.unlink(missing_ok=True)
     if wire.is_json(ctype):
@@ -111,7 +121,7 @@ async def upsert_points(request: Request, collection: CollectionDep, state: Stat
             data: Any = list(body.texts)  # embedded in a worker thread (400 there if there is no embedder)
         else:
             data = vectors_from_json(collection, body.vectors or [])
-        return await _upsert(state, collection, ids, data, body.metadata)
+        return await _upsert(state, collection, ids, data, body.metadata, replace)
     raise UnsupportedMediaType(f"Content-Type must be application/json or {ARROW_STREAM}, got {ctype or 'none'!r}")
 
 

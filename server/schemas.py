@@ -133,6 +133,8 @@ class CollectionInfo(BaseModel):
     versions: list[VersionOut] = Field(description="Retained versions, oldest first.")
     metadata_columns: list[str] = Field(examples=[["package", "section"]])
     trained: bool = Field(description="Quantisers are fitted (after the first write).", examples=[True])
+    next_id: int = Field(ge=0, description="One above every id written so far (where automatic ids start).",
+                         examples=[60179])
     created: float = Field(description="Creation time (Unix seconds).", examples=[1716200000.0])
 
 

@@ -290,6 +290,12 @@ class Index:
         self._next_id = max(self._next_id or 0, int(ids_arr.max()) + 1)
         return ids_arr
 
+    @property
+    def next_id(self) -> int:
+        """The first id :meth:`add` assigns when ``ids`` is None (one above every id written so far)."""
+        self._snapshot()
+        return self._peek_next_id()
+
     def _peek_next_id(self) -> int:
         if self._next_id is None:
             top = -1
