@@ -168,6 +168,23 @@ class Deleted(BaseModel):
     deleted: str = Field(description="Name of the deleted collection.", examples=["docs"])
 
 
+class AliasSet(_Model):
+    """The collection an alias names."""
+
+    collection: str = Field(pattern=NAME_PATTERN, min_length=1, max_length=64, examples=["docs_v2"])
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"collection": "docs_v2"}]})
+
+
+class AliasTarget(BaseModel):
+    alias: str = Field(examples=["docs"])
+    collection: str = Field(examples=["docs_v2"])
+
+
+class AliasList(BaseModel):
+    aliases: dict[str, str] = Field(description="Alias → collection name.", examples=[{"docs": "docs_v2"}])
+
+
 # ---------------------------------------------------------------- points
 class PointsUpsert(_Model):
     """Insert or replace points by id (columnar). Collections with an embedder take ``texts``."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pytest
 from vqsearch.server import wire
 from vqtest_data import clustered
-from vqtest_server import ARROW, A, LiveServer, R, arrow_stream, assert_error, settings_for, vector_table
+from vqtest_server import ADMIN, ARROW, A, LiveServer, R, arrow_stream, assert_error, settings_for, vector_table
 
 DIM = 16
 
@@ -232,3 +233,47 @@ def test_text_collections_keep_their_text(admin: httpx.Client) -> None:
     assert_error(admin.post("/v1/collections/texts/points", json={"ids": [1], "texts": ["x"],
                                                                  "metadata": {"text": ["y"]}}),
                  400, "invalid_input", match="filled from the texts")
+
+
+def test_aliases(admin: httpx.Client, reader: httpx.Client, live: LiveServer) -> None:
+    _create(admin, "alias_v1")
+    _create(admin, "alias_v2")
+    _upsert(admin, "alias_v1", [1, 2], clustered(2, DIM, seed=20))
+    _upsert(admin, "alias_v2", [5, 6, 7], clustered(3, DIM, seed=21))
+    assert_error(reader.put("/v1/aliases/current", json={"collection": "alias_v1"}), 403, "forbidden")
+    r = admin.put("/v1/aliases/current", json={"collection": "alias_v1"})
+    assert r.status_code == 200 and r.json() == {"alias": "current", "collection": "alias_v1"}
+    assert reader.post("/v1/collections/current/count", json={}).json() == {"count": 2}
+    assert reader.get("/v1/collections/current").json()["name"] == "alias_v1"
+    admin.put("/v1/aliases/current", json={"collection": "alias_v2"})  # moved at once
+    hits = reader.post("/v1/collections/current/search", json={"vectors": clustered(1, DIM, seed=21).tolist(),
+                                                               "k": 3}).json()["results"][0]
+    assert sorted(h["id"] for h in hits) == [5, 6, 7]
+    assert reader.get("/v1/aliases").json() == {"aliases": {"current": "alias_v2"}}
+    assert_error(admin.put("/v1/aliases/alias_v1", json={"collection": "alias_v2"}), 409, "already_exists",
+                 match="is a collection")
+    assert_error(admin.put("/v1/aliases/x", json={"collection": "current"}), 404, "not_found", match="is an alias")
+    assert_error(admin.post("/v1/collections", json={"name": "current", "dim": DIM}), 409, "already_exists",
+                 match="alias")
+    assert_error(admin.delete("/v1/collections/current"), 409, "conflict", match="DELETE /v1/aliases/current")
+    assert reader.post("/v1/collections/alias_v2/count", json={}).json() == {"count": 3}  # not deleted
+    admin.put("/v1/aliases/old", json={"collection": "alias_v1"})
+    assert admin.delete("/v1/collections/alias_v1").status_code == 200  # its aliases go with it
+    assert reader.get("/v1/aliases").json() == {"aliases": {"current": "alias_v2"}}
+    assert_error(reader.get("/v1/collections/old"), 404, "not_found")
+    assert admin.delete("/v1/aliases/current").json() == {"alias": "current", "collection": "alias_v2"}
+    assert_error(admin.delete("/v1/aliases/current"), 404, "not_found")
+    assert_error(admin.put("/v1/aliases/bad name", json={"collection": "alias_v2"}), 400, "invalid_input")
+
+
+def test_aliases_survive_a_restart(tmp_path: Path) -> None:
+    import vqsearch
+
+    with LiveServer(settings_for(tmp_path)) as srv, vqsearch.Client(srv.url, api_key=ADMIN) as c:
+        c.create_collection("kept", dim=DIM, rescore="sq8", ivf=None).add(clustered(4, DIM, seed=30), progress=False)
+        c.set_alias("live", "kept")
+    with LiveServer(settings_for(tmp_path)) as srv, vqsearch.Client(srv.url, api_key=ADMIN) as c:
+        assert c.list_aliases() == {"live": "kept"}
+        assert c.collection("live").count() == 4
+        c.delete_alias("live")
+        assert c.list_aliases() == {}

@@ -108,6 +108,17 @@ class Client:
         """Delete a collection and its data (raises ``NotFound``)."""
         self._send(Call("DELETE", collection_path(name)))
 
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` (create or move it); every collection call accepts the alias."""
+        self._send(Call("PUT", f"/v1/aliases/{alias}", json={"collection": collection}))
+
+    def delete_alias(self, alias: str) -> None:
+        self._send(Call("DELETE", f"/v1/aliases/{alias}"))
+
+    def list_aliases(self) -> dict[str, str]:
+        """Alias → collection name."""
+        return dict(self._json(Call("GET", "/v1/aliases", idempotent=True))["aliases"])
+
     def health(self) -> dict[str, Any]:
         return self._json(Call("GET", "/healthz", idempotent=True))
 
