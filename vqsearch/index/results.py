@@ -35,7 +35,7 @@ def padded(distances: np.ndarray, ids: np.ndarray, k: int, metric: str) -> tuple
     return d, i
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SearchResult:
     """Search hits with their metadata (what ``Index.search(..., include=[...])`` returns).
 
