@@ -4,6 +4,7 @@ identical to a local Index, the error mapping, and retries (against a real loopb
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.server
 import socket
@@ -18,7 +19,7 @@ from vqtest_server import ADMIN, READER, LiveServer, settings_for
 
 import vqsearch
 from vqsearch import errors
-from vqsearch.client import RemoteCollection
+from vqsearch.client import AsyncClient, RemoteCollection
 from vqsearch.index import SearchResult
 from vqsearch.storage import ScrollPage, VersionInfo
 
@@ -250,3 +251,29 @@ def test_arrow_metadata_and_pandas_inputs(client: vqsearch.Client) -> None:
         col.add(x[:2], metadata={"a": [1]})
     with pytest.raises(errors.InvalidInput, match="explicit ids"):
         col.upsert(x[:2])
+
+
+def test_async_client_makes_the_same_calls(live: LiveServer) -> None:
+    x = clustered(80, DIM, seed=12)
+
+    async def main() -> None:
+        async with AsyncClient(live.url, api_key=ADMIN, timeout=120.0) as c:
+            col = await c.create_collection("async_col", dim=DIM, metric="l2", rescore="sq8", ivf=None)
+            await col.add(x, metadata={"n": np.arange(80)}, progress=False)
+            counts = await asyncio.gather(col.count(), col.count({"n": {"lt": 10}}))  # concurrent calls
+            assert counts == [80, 10]
+            dist, ids = await col.search(x[:3], k=4)
+            assert ids[:, 0].tolist() == [0, 1, 2] and dist.shape == (3, 4)
+            res = await col.search(x[:1], k=2, include=["n"])
+            assert res.column("n")[0][0] == 0
+            seen = [int(i) async for page in col.scroll(batch=30) for i in page.ids]
+            assert seen == list(range(80))
+            await col.update_metadata([0], {"n": [100]})
+            assert (await col.get([0])).column("n").to_pylist() == [100]
+            await col.delete([0])
+            assert (await col.versions())[-1].rows == 79
+            with pytest.raises(errors.NotFound, match="nope"):
+                await c.collection("nope")
+            await c.delete_collection("async_col")
+
+    asyncio.run(main())
