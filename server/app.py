@@ -34,7 +34,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from . import collections, ops, points, search, weights
+from . import aliases, browse, collections, ops, points, search, versions, weights
 from .auth import AuthMiddleware, KeyLimits, KeyRing
 from .embedders import DEFAULT_EMBEDDERS, EmbedderFactory
 from .errors import CatchAllMiddleware, install_error_handlers
@@ -48,7 +48,8 @@ from .state import ServerState
 LOG = logging.getLogger(__name__)
 
 #: Routers served by the app, in OpenAPI order.
-ROUTERS: list[APIRouter] = [collections.router, points.router, search.router, ops.router, weights.router]
+ROUTERS: list[APIRouter] = [collections.router, versions.router, aliases.router, points.router, browse.router,
+                            search.router, ops.router, weights.router]
 
 #: Models used only through ``openapi_extra`` (multi-media-type bodies) that must appear in the schema.
 EXTRA_SCHEMAS = (PointsUpsert, SearchRequest)

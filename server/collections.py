@@ -30,6 +30,7 @@ def collection_info(c: Collection) -> dict[str, Any]:
             "embedder": c.embedder_name, "count": st["count"], "bytes": st["bytes"],
             "bytes_per_vector": st["bytes_per_vector"], "segments": st["segments"], "version": st["version"],
             "versions": versions, "metadata_columns": list(st["metadata_columns"]), "trained": st["trained"],
+            "next_id": c.index.next_id,
             "created": c.created}
 
 
@@ -63,7 +64,9 @@ async def get_collection(collection: CollectionDep, state: StateDep) -> dict[str
 @router.delete("/{name}", response_model=Deleted, dependencies=[AdminAccess], summary="Delete a collection")
 async def delete_collection(name: str, state: StateDep) -> dict[str, Any]:
     """Delete a collection and its data (also one that is unavailable).  Searches already running finish on
-    their snapshot."""
+    their snapshot.  An alias is not a collection: deleting one by this route is a 409."""
+    if state.registry.alias_target(name) is not None:
+        await state.admin(state.registry.drop, name)  # raises Conflict naming the alias route
     if any(u.name == name for u in state.registry.unavailable()):
         await state.admin(state.registry.drop, name)
         return {"deleted": name}

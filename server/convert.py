@@ -18,14 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import DimensionMismatch, EmptyInput, NonFiniteInput
+from ..errors import DimensionMismatch, EmptyInput, InvalidInput, NonFiniteInput
+from ..storage import TEXT_COLUMN
 from .arrow_body import read_stream
 from .errors import InvalidArrow
 from .registry import Collection
 
 ID_COLUMN = "id"
 VECTOR_COLUMN = "vector"
-TEXT_COLUMN = "text"
 
 
 #: Largest accepted vector component: keeps squared norms finite in float32 for any dimension ≤ 65,536
@@ -59,12 +59,26 @@ def embed_texts(c: Collection, texts: list[str]) -> np.ndarray:
     return c.embedder().encode(list(texts))
 
 
+def with_text(metadata: Any, texts: list[str]) -> Any:
+    """The metadata of a text upsert with the texts added as the ``text`` column (JSON dict or Arrow table)."""
+    if metadata is None:
+        return {TEXT_COLUMN: texts}
+    names = metadata.column_names if isinstance(metadata, pa.Table) else list(metadata)
+    if TEXT_COLUMN in names:
+        raise InvalidInput(f"metadata column '{TEXT_COLUMN}' is filled from the texts; do not send it as "
+                           "metadata")
+    if isinstance(metadata, pa.Table):
+        return metadata.append_column(TEXT_COLUMN, pa.array(texts, pa.large_string()))
+    return {**metadata, TEXT_COLUMN: texts}
+
+
 def read_arrow_stream(c: Collection, path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray | list[str],
                                                                           pa.Table | None]:
     """Decode a spooled Arrow IPC stream into (ids uint64, vectors float32 (n, dim) or texts, metadata).
 
-    The stream has an ``id`` integer column, a ``vector`` ``FixedSizeList<float>[dim]`` column (or, for
-    a collection with an embedder, a ``text`` string column), and any other columns as metadata.  The
+    The stream has an ``id`` integer column, a ``vector`` column (``FixedSizeList<float>[dim]``, or
+    pyarrow's default ``list<float>`` with every list of length ``dim``; or, for a collection with an
+    embedder, a ``text`` string column), and any other columns as metadata.  The
     schema is checked before any batch is read, and at most ``max_bytes`` are decompressed.
     """
     with pa.memory_map(str(path)) as source:
@@ -86,9 +100,10 @@ def _check_schema(c: Collection, schema: pa.Schema) -> None:
         raise InvalidArrow(f"column '{ID_COLUMN}' must be an integer type (uint64), got {t}")
     if VECTOR_COLUMN in names:
         t = schema.field(VECTOR_COLUMN).type
-        if not pa.types.is_fixed_size_list(t) or not pa.types.is_floating(t.value_type):
-            raise InvalidArrow(f"column '{VECTOR_COLUMN}' must be FixedSizeList<float32>[{c.dim}], got {t}")
-        if t.list_size != c.dim:
+        if not _is_vector_type(t):
+            raise InvalidArrow(f"column '{VECTOR_COLUMN}' must be FixedSizeList<float32>[{c.dim}] or list<float>, "
+                               f"got {t}")
+        if pa.types.is_fixed_size_list(t) and t.list_size != c.dim:
             raise DimensionMismatch(f"collection '{c.name}' has dim {c.dim}, got {t.list_size}")
     elif TEXT_COLUMN in names and c.embedder_name is not None:
         t = schema.field(TEXT_COLUMN).type
@@ -113,7 +128,7 @@ def _decode(c: Collection, table: pa.Table) -> tuple[np.ndarray, np.ndarray | li
         if col.null_count:
             raise InvalidArrow(f"column '{TEXT_COLUMN}' must be non-null strings, got {col.null_count} null(s)")
         data = col.to_pylist()
-        used = [ID_COLUMN, TEXT_COLUMN]
+        used = [ID_COLUMN, TEXT_COLUMN]  # the upsert stores the texts as the text column (with_text)
     meta = table.drop_columns(used)
     return ids, data, (meta if meta.num_columns else None)
 
@@ -131,15 +146,26 @@ def _ids(col: pa.ChunkedArray) -> np.ndarray:
     return ids
 
 
+def _is_vector_type(t: pa.DataType) -> bool:
+    lists = pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
+    return lists and pa.types.is_floating(t.value_type)
+
+
 def _vectors(c: Collection, col: pa.ChunkedArray) -> np.ndarray:
     t = col.type
-    if not pa.types.is_fixed_size_list(t) or not pa.types.is_floating(t.value_type):
-        raise InvalidArrow(f"column '{VECTOR_COLUMN}' must be FixedSizeList<float32>[{c.dim}], got {t}")
-    if t.list_size != c.dim:
+    if not _is_vector_type(t):
+        raise InvalidArrow(f"column '{VECTOR_COLUMN}' must be FixedSizeList<float32>[{c.dim}] or list<float>, got {t}")
+    if pa.types.is_fixed_size_list(t) and t.list_size != c.dim:
         raise DimensionMismatch(f"collection '{c.name}' has dim {c.dim}, got {t.list_size}")
     if col.null_count:
         raise InvalidArrow(f"column '{VECTOR_COLUMN}' has {col.null_count} null vector(s)")
     arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if not pa.types.is_fixed_size_list(t):  # variable lists: every one must have dim values
+        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(lengths != c.dim)
+        if bad.size:
+            raise DimensionMismatch(f"collection '{c.name}' has dim {c.dim}, got a vector of length "
+                                    f"{int(lengths[bad[0]])} in row {int(bad[0])} of column '{VECTOR_COLUMN}'")
     flat = arr.flatten()  # honours slicing offsets
     if flat.null_count:
         raise InvalidArrow(f"column '{VECTOR_COLUMN}' has null values inside vectors")
@@ -167,6 +193,11 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return str(value)
+
+
+def metadata_columns(table: pa.Table) -> dict[str, list[Any]]:
+    """Columns of an Arrow table as JSON-safe lists."""
+    return {name: [jsonable(v) for v in table.column(name).to_pylist()] for name in table.column_names}
 
 
 def metadata_rows(table: pa.Table) -> list[dict[str, Any]]:

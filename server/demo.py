@@ -52,7 +52,7 @@ def load_debian(registry: CollectionRegistry, directory: Path, name: str = NAME)
         LOG.warning("demo: %s; the collection is searchable by vector only", exc)
         c = registry.create(name, dim=x.shape[1], metric="cosine", embedder=None, options=options)
     ids = table.column("id").to_numpy().astype(np.uint64)
-    c.index.upsert(x, ids, metadata=table.select(list(METADATA)))
+    c.index.upsert(x, ids, metadata=table.select(list(METADATA)), progress=False)  # a server logs, no bars
     LOG.info("demo: loaded %d Debian packages into %r in %.1f s", len(c.index), name, time.perf_counter() - t0)
     if c.embedder_name is not None:  # load the model now, so that the first text query is fast
         c.embedder().encode(["warm-up"])

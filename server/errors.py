@@ -30,23 +30,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import Forbidden as Forbidden  # re-exported: the library's classes, shared with the client
 from ..errors import InvalidInput, VQSearchError
+from ..errors import Unauthorized as Unauthorized
 
 LOG = logging.getLogger(__name__)
-
-
-class Unauthorized(VQSearchError):
-    """No valid bearer key was presented."""
-
-    code = "unauthorized"
-    http_status = 401
-
-
-class Forbidden(VQSearchError):
-    """The key is valid but does not allow this operation (a read-only key on a write)."""
-
-    code = "forbidden"
-    http_status = 403
 
 
 class PayloadTooLarge(VQSearchError):
@@ -98,10 +86,11 @@ class ClientClosedRequest(VQSearchError):
 
 
 class Overloaded(VQSearchError):
-    """The server's search queue is full; retry later."""
+    """The server's search queue is full; retry later (the answer carries ``Retry-After``)."""
 
     code = "overloaded"
     http_status = 503
+    retry_after = 1
 
 
 class NotAcceptable(VQSearchError):

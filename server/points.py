@@ -1,9 +1,12 @@
-"""``/v1/collections/{name}/points``: upsert (JSON or Arrow IPC stream), delete and get by id.
+"""``/v1/collections/{name}/points``: upsert (JSON or Arrow IPC stream), delete, get by id, update metadata.
 
 Bulk ingest streams the request body to a temporary file under the data directory (never
 holding it as JSON or in one Python ``bytes``), then decodes it zero-copy from a memory
 map in a worker thread and writes it with one atomic ``Index.upsert``: a request is
 all-or-nothing.  The body-size middleware bounds the file.
+
+A collection with an embedder keeps each point's text in the metadata column ``text``
+(:data:`vqsearch.storage.TEXT_COLUMN`): it is returned by ``include``, filterable and updatable.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import numpy as np
@@ -22,11 +25,21 @@ from ..errors import InvalidInput
 from . import wire
 from .auth import AdminAccess, ReadAccess
 from .collections import ERRORS
-from .convert import embed_texts, metadata_rows, read_arrow_stream, vectors_from_json
+from .convert import embed_texts, metadata_rows, read_arrow_stream, vectors_from_json, with_text
 from .errors import UnsupportedMediaType
 from .limits import ARROW_STREAM
 from .registry import Collection
-from .schemas import MAX_ID, MAX_INCLUDE, DeleteResult, Point, PointsDelete, PointsUpsert, UpsertResult
+from .schemas import (
+    MAX_ID,
+    MAX_INCLUDE,
+    DeleteResult,
+    MetadataUpdate,
+    MetadataUpdated,
+    Point,
+    PointsDelete,
+    PointsUpsert,
+    UpsertResult,
+)
 from .state import CollectionDep, ServerState, StateDep
 
 router = APIRouter(prefix="/v1/collections/{name}/points", tags=["points"],
@@ -63,31 +76,42 @@ async def spool_body(request: Request, directory: Path) -> Path:
     return path
 
 
-async def _upsert(state: ServerState, c: Collection, ids: np.ndarray, data: Any, metadata: Any) -> dict[str, int]:
-    if isinstance(data, list):  # texts: embed outside the writer lock (it is the slow part)
+async def _upsert(state: ServerState, c: Collection, ids: np.ndarray, data: Any, metadata: Any,
+                  replace: bool = True) -> dict[str, int]:
+    if isinstance(data, list):  # texts: embed outside the writer lock (it is the slow part); keep them too
+        metadata = with_text(metadata, data)
         data = await state.encode(embed_texts, c, data)
 
     def run() -> dict[str, int]:
-        written = c.index.upsert(data, ids, metadata=metadata)
+        write = c.index.upsert if replace else c.index.add
+        written = write(data, ids, metadata=metadata, progress=False)
         return {"upserted": int(written.shape[0]), "count": len(c.index)}
     return await state.write(c, run)
 
 
 @router.post("", response_model=UpsertResult, dependencies=[AdminAccess], openapi_extra=UPSERT_BODY,
              summary="Upsert points (JSON or Arrow stream)")
-async def upsert_points(request: Request, collection: CollectionDep, state: StateDep) -> dict[str, int]:
+async def upsert_points(
+    request: Request,
+    collection: CollectionDep,
+    state: StateDep,
+    mode: Annotated[Literal["upsert", "add"], Query(
+        description="'upsert' replaces points whose id exists; 'add' refuses the whole request (409 conflict) "
+                    "if any id exists.")] = "upsert",
+) -> dict[str, int]:
     """Insert or replace points by id.  JSON for small batches; an Arrow IPC stream for bulk ingest.
 
     The first write to a collection trains its quantisers on that batch, so make it representative.
     Each request is atomic: on any error nothing is written.
     """
+    replace = mode == "upsert"
     ctype = wire.media_type(request)
     if ctype == ARROW_STREAM:
         path = await spool_body(request, state.registry.tmp_dir)
         try:
             ids, data, meta = await state.encode(read_arrow_stream, collection, path,
                                                  state.settings.max_arrow_bytes)
-            return await _upsert(state, collection, ids, data, meta)
+            return await _upsert(state, collection, ids, data, meta, replace)
         finally:
             path.unlink(missing_ok=True)
     if wire.is_json(ctype):
@@ -97,7 +121,7 @@ async def upsert_points(request: Request, collection: CollectionDep, state: Stat
             data: Any = list(body.texts)  # embedded in a worker thread (400 there if there is no embedder)
         else:
             data = vectors_from_json(collection, body.vectors or [])
-        return await _upsert(state, collection, ids, data, body.metadata)
+        return await _upsert(state, collection, ids, data, body.metadata, replace)
     raise UnsupportedMediaType(f"Content-Type must be application/json or {ARROW_STREAM}, got {ctype or 'none'!r}")
 
 
@@ -109,6 +133,22 @@ async def delete_points(body: PointsDelete, collection: CollectionDep, state: St
     def run() -> dict[str, int]:
         collection.index.delete(ids)
         return {"deleted": int(ids.shape[0]), "count": len(collection.index)}
+    return await state.write(collection, run)
+
+
+@router.patch("/metadata", response_model=MetadataUpdated, dependencies=[AdminAccess],
+              summary="Update metadata of points")
+async def update_metadata(body: MetadataUpdate, collection: CollectionDep, state: StateDep) -> dict[str, int]:
+    """Set metadata columns of existing points without re-encoding their vectors, in one atomic commit.
+
+    Columns not named keep their values; a new column is added (other points read it as null).  If any
+    id is not in the collection nothing changes (404 ``unknown_ids``).
+    """
+    ids = np.asarray(body.ids, dtype=np.uint64)
+
+    def run() -> dict[str, int]:
+        collection.index.update_metadata(ids, body.metadata)
+        return {"updated": int(ids.shape[0]), "version": collection.index.version}
     return await state.write(collection, run)
 
 

@@ -2,7 +2,7 @@
 
 Layout of the data directory::
 
-    <data>/collections.json         registry: name -> per-collection settings (embedder, created)
+    <data>/collections.json         registry: name -> per-collection settings (embedder, created); aliases
     <data>/collections/<name>/      the collection's index (see vqsearch.storage)
     <data>/entries/<name>.json      a copy of the collection's registry entry (for recovery)
     <data>/tmp/                     spooled upload bodies (emptied at startup)
@@ -21,6 +21,11 @@ Damage stays manageable:
 * a registry file that cannot be read is rebuilt from the collection directories (and the
   per-collection entry copies, which keep the embedder), with a warning; the unreadable
   file is kept beside it as ``collections.json.damaged``.
+
+An *alias* is a second name for a collection (``aliases`` in the registry file): every collection
+route resolves it (:meth:`CollectionRegistry.get`), so clients can switch to a rebuilt collection by
+moving the alias.  Deleting a collection removes its aliases; an alias is never deleted as a
+collection.  Aliases live only in the registry file (a rebuilt registry has none).
 
 Collection names follow the storage layer's one name rule
 (:func:`vqsearch.storage.config.check_name`).  Names registered before that rule (which
@@ -43,7 +48,7 @@ from typing import Any
 
 import anyio
 
-from ..errors import AlreadyExists, DimensionMismatch, InvalidInput, NotFound, VQSearchError
+from ..errors import AlreadyExists, Conflict, DimensionMismatch, InvalidInput, NotFound, VQSearchError
 from ..index import Index
 from ..storage.config import NAME_RE
 from ..storage.config import check_name as check_storage_name
@@ -140,6 +145,7 @@ class CollectionRegistry:
         self.embedders = dict(embedders)
         self._collections: dict[str, Collection] = {}
         self._entries: dict[str, dict[str, Any]] = {}
+        self._aliases: dict[str, str] = {}
         self._broken: dict[str, Unavailable] = {}
         self._mutex = threading.RLock()
 
@@ -227,6 +233,8 @@ class CollectionRegistry:
             entries = {str(k): dict(v) for k, v in doc["collections"].items()}
             for name in entries:
                 _check_existing_name(name)
+            aliases = {check_name(str(a)): str(t) for a, t in dict(doc.get("aliases") or {}).items()}
+            self._aliases = {a: t for a, t in aliases.items() if t in entries and a not in entries}
             return entries
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             if isinstance(exc, InvalidInput) and "newer than" in str(exc):
@@ -264,7 +272,7 @@ class CollectionRegistry:
         return entries
 
     def _write(self) -> None:
-        doc = {"format": REGISTRY_FORMAT, "collections": self._entries}
+        doc = {"format": REGISTRY_FORMAT, "collections": self._entries, "aliases": self._aliases}
         atomic_write(self.root / REGISTRY_FILE, json.dumps(doc, indent=1, sort_keys=True).encode())
 
     def _write_entry_copy(self, name: str, entry: Mapping[str, Any]) -> None:
@@ -272,7 +280,11 @@ class CollectionRegistry:
 
     # ------------------------------------------------------------ queries
     def get(self, name: str) -> Collection:
+        """The collection called ``name`` or aliased by it; ``NotFound`` / ``CollectionUnavailable`` otherwise."""
         c = self._collections.get(name)
+        if c is None and name in self._aliases:
+            name = self._aliases[name]
+            c = self._collections.get(name)
         if c is None:
             broken = self._broken.get(name)
             if broken is not None:
@@ -288,6 +300,45 @@ class CollectionRegistry:
         """Raise ``NotFound`` if ``collection`` was dropped (or replaced) since it was looked up."""
         if self._collections.get(collection.name) is not collection:
             raise NotFound(f"collection '{collection.name}' does not exist")
+
+    # ------------------------------------------------------------ aliases
+    def aliases(self) -> dict[str, str]:
+        """Alias → collection name."""
+        return dict(sorted(self._aliases.items()))
+
+    def alias_target(self, name: str) -> str | None:
+        return self._aliases.get(name)
+
+    def set_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` (creating or moving it); the collection must exist by its name."""
+        check_name(alias)
+        with self._mutex:
+            if alias in self._entries:
+                raise AlreadyExists(f"'{alias}' is a collection; an alias needs a name of its own")
+            if collection not in self._entries:
+                hint = f" ('{collection}' is an alias)" if collection in self._aliases else ""
+                raise NotFound(f"collection '{collection}' does not exist{hint}")
+            old = self._aliases.get(alias)
+            self._aliases[alias] = collection
+            try:
+                self._write()
+            except BaseException:
+                if old is None:
+                    del self._aliases[alias]
+                else:
+                    self._aliases[alias] = old
+                raise
+
+    def delete_alias(self, alias: str) -> None:
+        with self._mutex:
+            if alias not in self._aliases:
+                raise NotFound(f"alias '{alias}' does not exist")
+            target = self._aliases.pop(alias)
+            try:
+                self._write()
+            except BaseException:
+                self._aliases[alias] = target
+                raise
 
     def names(self) -> list[str]:
         return sorted(self._collections)
@@ -319,6 +370,9 @@ class CollectionRegistry:
         if dim is None:
             raise InvalidInput("dim is required for a collection without an embedder")
         with self._mutex:
+            if name in self._aliases:
+                raise AlreadyExists(f"'{name}' is an alias of collection '{self._aliases[name]}'; delete the alias "
+                                    "first")
             if name in self._entries:
                 broken = self._broken.get(name)
                 if broken is None:
@@ -348,13 +402,20 @@ class CollectionRegistry:
     def drop(self, name: str) -> None:
         """Delete a collection: registry entry first, then its directory."""
         with self._mutex:
+            if name in self._aliases:
+                raise Conflict(f"'{name}' is an alias of collection '{self._aliases[name]}', not a collection; "
+                               f"delete the alias with DELETE /v1/aliases/{name}")
             if name not in self._entries:
                 raise NotFound(f"collection '{name}' does not exist")
             entry = self._entries.pop(name)
+            dropped = {a: t for a, t in self._aliases.items() if t == name}
+            for a in dropped:
+                del self._aliases[a]
             try:
                 self._write()
             except BaseException:
                 self._entries[name] = entry
+                self._aliases.update(dropped)
                 raise
             c = self._collections.pop(name, None)
             self._broken.pop(name, None)

@@ -105,6 +105,14 @@ class VersionOut(BaseModel):
     rows: int = Field(ge=0, description="Live rows in that version.", examples=[60179])
 
 
+class VersionList(BaseModel):
+    """The retained versions of a collection, newest first."""
+
+    collection: str = Field(examples=["docs"])
+    current: int = Field(ge=0, description="The version searches read now.", examples=[7])
+    versions: list[VersionOut] = Field(description="Retained versions, newest first.")
+
+
 class CollectionInfo(BaseModel):
     """A collection's settings and current statistics."""
 
@@ -125,6 +133,8 @@ class CollectionInfo(BaseModel):
     versions: list[VersionOut] = Field(description="Retained versions, oldest first.")
     metadata_columns: list[str] = Field(examples=[["package", "section"]])
     trained: bool = Field(description="Quantisers are fitted (after the first write).", examples=[True])
+    next_id: int = Field(ge=0, description="One above every id written so far (where automatic ids start).",
+                         examples=[60179])
     created: float = Field(description="Creation time (Unix seconds).", examples=[1716200000.0])
 
 
@@ -156,6 +166,23 @@ class OpenResult(BaseModel):
 
 class Deleted(BaseModel):
     deleted: str = Field(description="Name of the deleted collection.", examples=["docs"])
+
+
+class AliasSet(_Model):
+    """The collection an alias names."""
+
+    collection: str = Field(pattern=NAME_PATTERN, min_length=1, max_length=64, examples=["docs_v2"])
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"collection": "docs_v2"}]})
+
+
+class AliasTarget(BaseModel):
+    alias: str = Field(examples=["docs"])
+    collection: str = Field(examples=["docs_v2"])
+
+
+class AliasList(BaseModel):
+    aliases: dict[str, str] = Field(description="Alias → collection name.", examples=[{"docs": "docs_v2"}])
 
 
 # ---------------------------------------------------------------- points
@@ -226,6 +253,77 @@ class Point(BaseModel):
     vector: list[float] | None = Field(
         None, description="Approximate vector decoded from the codes (cosine collections: unit norm).",
         examples=[_EX_VECTOR])
+
+
+class MetadataUpdate(_Model):
+    """Set metadata columns of existing points (vectors are not re-encoded); one atomic commit."""
+
+    ids: list[int] = Field(min_length=1, max_length=MAX_POINTS, description="Ids of existing points, unique.")
+    metadata: dict[str, list[Scalar]] = Field(
+        min_length=1, max_length=256, description="Columns to set, one value per id (null sets null). Other "
+        "columns keep their values; a new column is added (other points read it as null).")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"ids": [1, 2], "metadata": {"section": ["net", None], "reviewed": [True, False]}}]})
+
+    @model_validator(mode="after")
+    def _check(self) -> MetadataUpdate:
+        n = len(self.ids)
+        if any(i < 0 or i > MAX_ID for i in self.ids):
+            raise ValueError(f"ids must be in [0, {MAX_ID}]")
+        if len(set(self.ids)) != n:
+            raise ValueError("ids must be unique within a request")
+        for col, values in self.metadata.items():
+            if not col or col in ("id", "vector"):
+                raise ValueError(f"invalid metadata column name {col!r}")
+            if len(values) != n:
+                raise ValueError(f"metadata column {col!r} has {len(values)} values for {n} ids")
+        return self
+
+
+class MetadataUpdated(BaseModel):
+    updated: int = Field(ge=0, description="Points updated.", examples=[2])
+    version: int = Field(ge=0, description="The collection's version after the update.", examples=[9])
+
+
+# ---------------------------------------------------------------- count and scroll
+#: Largest page of one scroll request over HTTP.
+MAX_SCROLL = 10_000
+
+
+class CountRequest(_Model):
+    """Count the points matching a filter (all points without one)."""
+
+    filter: dict[str, Any] | None = Field(None, description="Metadata filter, as in search.")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"filter": {"section": "python"}}]})
+
+
+class CountResult(BaseModel):
+    count: int = Field(ge=0, description="Exact number of matching points.", examples=[1234])
+
+
+class ScrollRequest(_Model):
+    """One page of the points matching a filter, ascending by id, with ids greater than ``after``."""
+
+    filter: dict[str, Any] | None = Field(None, description="Metadata filter, as in search.")
+    after: int | None = Field(None, ge=0, le=MAX_ID, description="Cursor: the previous page's next_after.")
+    limit: int = Field(1000, ge=1, le=MAX_SCROLL, description="Points per page.")
+    include: list[str] | None = Field(None, max_length=MAX_INCLUDE,
+                                      description="Metadata columns to return (default: all; [] for none).")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"filter": {"section": "python"}, "limit": 100, "include": ["package"]}, {"after": 99, "limit": 100}]})
+
+
+class ScrollPage(BaseModel):
+    """A page of points: ids ascending and their metadata as columns."""
+
+    ids: list[int] = Field(examples=[[3, 7]])
+    metadata: dict[str, list[Any]] = Field(description="One list per column, aligned with ids.",
+                                           examples=[{"section": ["net", "python"]}])
+    next_after: int | None = Field(description="Pass as 'after' for the next page; null after the last page.",
+                                   examples=[7])
 
 
 # ---------------------------------------------------------------- search

@@ -25,7 +25,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from ..errors import EmptyInput, InvalidInput, NonFiniteInput
+from ..errors import Conflict, InvalidInput, NonFiniteInput, NotFound
 from . import wire
 from .auth import ReadAccess
 from .batcher import BatchParams
@@ -70,48 +70,28 @@ SEARCH_RESPONSES: dict[int | str, dict[str, Any]] = {
 def run_batch(c: Collection, xq: np.ndarray, p: BatchParams) -> tuple[np.ndarray, np.ndarray]:
     """One ``Index.search`` for a batch of compatible queries → (distances, ids), each (nq, p.k).
 
-    An empty collection, or ``k`` above its size, is not an error over HTTP: missing hits
-    are padded with id -1, as FAISS does.  The size is read again if a concurrent delete
-    made ``k`` too large between the check and the search.
+    An empty collection, or ``k`` above its size, is not an error: the index pads missing hits with
+    id -1 (the binary answer keeps them; JSON lists are shorter).  A collection dropped while the
+    search waited (its index closed) is a 404.
     """
     index = c.index
-    nq = xq.shape[0]
-    for _attempt in range(3):
-        n = len(index)
-        if n == 0 or not index.is_trained:
-            return _padded(np.zeros((nq, 0), np.float32), np.zeros((nq, 0), np.int64), p.k, index.metric)
-        k = min(p.k, n)
-        try:
-            dist, ids = index.search(xq, k=k, filter=p.filter, oversample=p.oversample, nprobe=p.nprobe)
-        except (InvalidInput, EmptyInput):
-            if len(index) >= k:
-                raise
-            continue  # rows were deleted meanwhile
-        return _padded(dist, ids, p.k, index.metric)
-    raise InvalidInput("the collection kept shrinking during the search; retry")
-
-
-def _padded(dist: np.ndarray, ids: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    nq, m = ids.shape
-    if m == k:
-        return dist, ids
-    fill = np.inf if metric == "l2" else -np.inf
-    d = np.full((nq, k), fill, np.float32)
-    i = np.full((nq, k), -1, np.int64)
-    d[:, :m] = dist
-    i[:, :m] = ids
-    return d, i
+    try:
+        return index.search(xq, k=p.k, filter=p.filter, oversample=p.oversample, nprobe=p.nprobe)
+    except Conflict:
+        if index.closed:
+            raise NotFound(f"collection '{c.name}' does not exist") from None
+        raise
 
 
 # ---------------------------------------------------------------- request parsing and cost
 def _filter_key(flt: dict[str, Any] | None) -> str | None:
     if flt is None:
         return None
-    _check_filter_numbers(flt)
+    check_filter_numbers(flt)
     return orjson.dumps(flt, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def _check_filter_numbers(flt: Any) -> None:
+def check_filter_numbers(flt: Any) -> None:
     """Refuse integers no column can hold (they used to reach the filter compiler's float conversion)."""
     stack = [flt]
     while stack:

@@ -176,8 +176,6 @@ ONE_LINE_ERRORS = [  # regression: a malformed --filter printed a JSONDecodeErro
      "vqsearch search: error: --filter must be a JSON object"),
     (["search", "IDX", "--query-file", "Q", "-k", "0"],
      "vqsearch search: error: argument -k: expected a positive integer, got 0 \\(see 'vqsearch search --help'\\)"),
-    (["search", "IDX", "--query-file", "Q", "-k", "5000"],
-     "vqsearch search: error: -k 5000 exceeds the number of vectors"),
     (["build", "NEW", "--input", "Q", "--metric", "foo"], "argument --metric: invalid choice: 'foo'"),
     (["build", "NEW", "--input", "Q", "--preset", "fast"], "vqsearch build: error: --preset must be one of"),
     (["build", "NEW", "--input", "Q", "--ivf-nlist", "many"],
@@ -261,3 +259,19 @@ def test_chunk_sizer_follows_the_encoding_rate():
     sizer.record(2048, 100.0)  # never below the minimum
     assert sizer.size == 1024
     assert cli.ChunkSizer(maximum=100).size == 100
+
+
+def test_search_pads_k_above_the_number_of_vectors(tmp_path, capsys):
+    """Issue 15: k > n raised in Python (and so in the CLI) but padded over HTTP; now it pads everywhere."""
+    x = clustered(300, 8, seed=1)
+    np.save(tmp_path / "v.npy", x)
+    np.save(tmp_path / "q.npy", x[:2])
+    assert main(["build", str(tmp_path / "idx"), "--input", str(tmp_path / "v.npy"), "--quiet", "--scan", "binary",
+                 "--rescore", "none"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "idx"), "--query-file", str(tmp_path / "q.npy"), "-k", "310"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        assert sorted(line["ids"][:300]) == list(range(300)) and line["ids"][300:] == [-1] * 10
+        assert line["distances"][300:] == [None] * 10 and None not in line["distances"][:300]

@@ -188,7 +188,7 @@ def add_in_chunks(index: Any, vectors: np.ndarray, ids: np.ndarray | None, metad
         stop = min(n, start + sizer.size)
         t0 = time.perf_counter()
         index.add(vectors[start:stop], ids=None if ids is None else ids[start:stop],
-                  metadata=None if metadata is None else metadata.slice(start, stop - start))
+                  metadata=None if metadata is None else metadata.slice(start, stop - start), progress=False)
         sizer.record(stop - start, time.perf_counter() - t0)
         progress(stop - start)
         start = stop

@@ -116,6 +116,43 @@ class MissingDependency(VQSearchError, ImportError):
     http_status = 400
 
 
+class Unauthorized(VQSearchError, PermissionError):
+    """No valid API key was presented (HTTP 401)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(VQSearchError, PermissionError):
+    """The API key is valid but does not allow this operation, e.g. a read-only key on a write (HTTP 403)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class ServiceUnavailable(VQSearchError, RuntimeError):
+    """A server could not do the work now (overloaded, rate-limited, deadline, or a damaged collection);
+    the client raises it for 429, 503 and 504 answers.  ``retry_after`` is the server's hint in seconds."""
+
+    code = "unavailable"
+    http_status = 503
+    retry_after: float | None = None
+
+
+class ServerError(VQSearchError, RuntimeError):
+    """A server failed on a request (HTTP 5xx): its fault, not the request's."""
+
+    code = "internal_error"
+    http_status = 500
+
+
+class ConnectionFailed(VQSearchError, ConnectionError):
+    """The server could not be reached (or the connection broke), after the client's retries."""
+
+    code = "connection_failed"
+    http_status = 503
+
+
 __all__ = [
     "VQSearchError",
     "InvalidInput",
@@ -132,4 +169,9 @@ __all__ = [
     "AlreadyExists",
     "Conflict",
     "MissingDependency",
+    "Unauthorized",
+    "Forbidden",
+    "ServiceUnavailable",
+    "ServerError",
+    "ConnectionFailed",
 ]

@@ -9,7 +9,7 @@ them once trained; :func:`fit_codecs` trains them on a sample.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,6 +25,8 @@ from .scanners import Scanner, scanner_for
 WRITE_CHUNK = 65_536
 #: At most this many vectors train the quantisers.
 TRAIN_MAX = 100_000
+#: Smallest encoding chunk while a progress bar is shown.
+PROGRESS_CHUNK_MIN = 2048
 
 CodeColumn = Literal["scan", "rescore"]
 
@@ -61,31 +63,37 @@ class Codecs:
         nlist + 1 list offsets (found by binary search once per segment), not the per-row ids."""
         return self.scan.code_size + (self.rescore.code_size if self.rescore else 0) + 4 * metric.uses_norms
 
-    def encode_rows(self, x: np.ndarray, metric: Metric) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Code columns and extra per-row columns (IVF list, stored norm) of prepared vectors ``x``."""
+    def encode_rows(self, x: np.ndarray, metric: Metric,
+                    bar: Any = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Code columns and extra per-row columns (IVF list, stored norm) of prepared vectors ``x``.
+
+        ``bar`` (a tqdm bar over the rows, or ``None``) advances as chunks are encoded."""
         extra: dict[str, np.ndarray] = {}
         if self.ivf is not None:  # the store keeps each segment's rows grouped by list
             extra["list"] = self.ivf.assign(x)
         if metric.uses_norms:
             extra["norm2"] = metric.row_norms(x)
-        columns = {"scan": encode_chunked(self.scan, x)}
+        share = 1.0 if self.rescore is None else 0.5  # of the bar's rows, per code column
+        columns = {"scan": encode_chunked(self.scan, x, bar, share)}
         if self.rescore is not None:
             if self.residual:
                 x = x - self.scan.decode(columns["scan"])
-            columns["rescore"] = encode_chunked(self.rescore, x)
+            columns["rescore"] = encode_chunked(self.rescore, x, bar, share)
         return columns, extra
 
 
-def encode_chunked(q: Quantizer, x: np.ndarray) -> np.ndarray:
-    """``q.encode(x)`` in chunks of ``WRITE_CHUNK`` rows (bounded temporaries), with a progress bar when long."""
-    out = np.empty((x.shape[0], q.code_size), dtype=np.uint8)
-    chunks = range(0, x.shape[0], WRITE_CHUNK)
-    if x.shape[0] > 4 * WRITE_CHUNK:
-        from tqdm.auto import tqdm
+def encode_chunked(q: Quantizer, x: np.ndarray, bar: Any = None, share: float = 1.0) -> np.ndarray:
+    """``q.encode(x)`` in chunks (bounded temporaries), advancing ``bar`` by ``share`` × rows per chunk.
 
-        chunks = tqdm(chunks, desc=f"encoding {q.name}", unit_scale=WRITE_CHUNK, leave=False)
-    for start in chunks:
-        out[start:start + WRITE_CHUNK] = q.encode(x[start:start + WRITE_CHUNK])
+    With a bar the chunks are smaller (about 1/64 of the rows, at least ``PROGRESS_CHUNK_MIN``), so that
+    it moves even for a batch of a few thousand rows."""
+    n = x.shape[0]
+    out = np.empty((n, q.code_size), dtype=np.uint8)
+    step = WRITE_CHUNK if bar is None else min(WRITE_CHUNK, max(PROGRESS_CHUNK_MIN, -(-n // 64)))
+    for start in range(0, n, step):
+        out[start:start + step] = q.encode(x[start:start + step])
+        if bar is not None:
+            bar.update(min(step, n - start) * share)
     return out
 
 

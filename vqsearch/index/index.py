@@ -17,6 +17,7 @@ This module is the facade: lifecycle, writes and lookups.  The pieces live next 
 * :mod:`.searcher` — one search over a pinned snapshot (scan, filtered exact search, rescoring);
 * :mod:`.scanners` — the first-stage scan of each quantiser family;
 * :mod:`.selection` and :mod:`.rowref` — top-k of candidates and the packed row references;
+* :mod:`.results` — the padding contract of search answers and :class:`SearchResult` (hits with metadata);
 * :mod:`.ivf` — the coarse quantiser; :mod:`.protocols` — what the index needs from storage.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,16 +34,20 @@ import numpy as np
 
 from .. import parallel, quantizers
 from .._validation import as_float_matrix
-from ..errors import EmptyInput, InvalidInput
+from ..errors import Conflict, EmptyInput, InvalidInput
 from ..quantizers import Quantizer
 from .codecs import Codecs, fit_codecs
 from .config import DEFAULT_OVERSAMPLE, DEFAULT_RESCORE, DEFAULT_SCAN, PRESETS, UNSET, IndexConfig
 from .ivf import IVFConfig
 from .metric import Metric, MetricLike, get_metric
-from .protocols import StoreLike
+from .protocols import SnapshotLike, StoreLike
+from .results import SearchResult, padded
 from .searcher import Searcher, SegmentCache
 
-__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "PRESETS", "Index", "IndexConfig"]
+__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "PRESETS", "Index", "IndexConfig", "SearchResult"]
+
+#: With ``progress=None`` (the default), the bar of a write appears only once it has run this many seconds.
+PROGRESS_DELAY = 1.0
 
 
 class Index:
@@ -56,6 +62,7 @@ class Index:
         self._codecs: Codecs | None = None
         self._segments = SegmentCache()
         self._next_id: int | None = None
+        self._closed = False
         self._load_trained()
 
     # ------------------------------------------------------------ lifecycle
@@ -144,8 +151,19 @@ class Index:
         return cls(store)
 
     def close(self) -> None:
-        """Release the writer lock and file handles."""
+        """Release the writer lock and file handles.  Every later call on this object raises ``Conflict``."""
+        self._closed = True
         self._store.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _snapshot(self) -> SnapshotLike:
+        """The current version, pinned; raises ``Conflict`` once the index is closed (reads and writes alike)."""
+        if self._closed:
+            raise Conflict("the index is closed; open it again with vqsearch.Index.open")
+        return self._store.snapshot()
 
     def __enter__(self) -> Index:
         return self
@@ -185,10 +203,12 @@ class Index:
         return Path(self._store.path)
 
     def __len__(self) -> int:
-        return int(self._store.snapshot().num_rows)
+        return int(self._snapshot().num_rows)
 
     def __repr__(self) -> str:
         c = self._config
+        if self._closed:
+            return f"<vqsearch.Index {self.path} closed>"
         return (f"<vqsearch.Index {self.path} n={len(self)} dim={c.dim} metric={c.metric} scan={c.scan!r} "
                 f"rescore={c.rescore!r} ivf={None if c.ivf is None else c.ivf.nlist}>")
 
@@ -204,6 +224,7 @@ class Index:
 
     def train(self, x: np.ndarray) -> Index:
         """Fit the scan/rescore quantisers (and IVF centroids) on a sample; the first ``add`` does it if needed."""
+        self._snapshot()  # closed: raise
         if self.is_trained:
             raise InvalidInput("index is already trained; quantisers are frozen once codes exist")
         x = self._metric.prepare(as_float_matrix(x, d=self.dim, name="training vectors", allow_empty=False))
@@ -228,7 +249,9 @@ class Index:
             raise InvalidInput(f"got {arr.shape[0]} ids for {n} vectors")
         return arr.astype(np.uint64)
 
-    def _write(self, vectors: np.ndarray, ids: object, metadata: Any, *, upsert: bool) -> np.ndarray:
+    def _write(self, vectors: np.ndarray, ids: object, metadata: Any, *, upsert: bool,
+               progress: bool | None) -> np.ndarray:
+        self._snapshot()  # closed: raise before any work
         x = as_float_matrix(vectors, d=self.dim, name="vectors", allow_empty=False)
         n = x.shape[0]
         if ids is None:
@@ -241,15 +264,19 @@ class Index:
         if np.unique(ids_arr).shape[0] != n:
             raise InvalidInput("duplicate ids in one batch")
         x = self._metric.prepare(x)
-        with parallel.threads_for():
-            blobs = new_cfg = None
-            old_cfg = self._config
-            if not self.is_trained:  # train on this batch; the states are committed with its rows
-                blobs, new_cfg = fit_codecs(x, self._config)
-                self._config = new_cfg
-                self._codecs = Codecs.from_blobs(blobs, new_cfg)
-            columns, extra = self._codecs.encode_rows(x, self._metric)
+        bar = _progress_bar(n, progress)
+        blobs = new_cfg = None
+        old_cfg = self._config
         try:
+            with parallel.threads_for():
+                if not self.is_trained:  # train on this batch; the states are committed with its rows
+                    _describe(bar, "training")
+                    blobs, new_cfg = fit_codecs(x, self._config)
+                    self._config = new_cfg
+                    self._codecs = Codecs.from_blobs(blobs, new_cfg)
+                _describe(bar, "encoding")
+                columns, extra = self._codecs.encode_rows(x, self._metric, bar)
+            _describe(bar, "writing")
             self._store.write(ids_arr, columns, vectors=None, metadata=metadata, extra=extra or None,
                               upsert=upsert, blobs=blobs, config=None if new_cfg is None else new_cfg.to_json())
         except Exception:
@@ -257,32 +284,61 @@ class Index:
                 self._codecs = None
                 self._config = old_cfg
             raise
+        finally:
+            if bar is not None:
+                bar.close()
         self._next_id = max(self._next_id or 0, int(ids_arr.max()) + 1)
         return ids_arr
+
+    @property
+    def next_id(self) -> int:
+        """The first id :meth:`add` assigns when ``ids`` is None (one above every id written so far)."""
+        self._snapshot()
+        return self._peek_next_id()
 
     def _peek_next_id(self) -> int:
         if self._next_id is None:
             top = -1
-            for seg in self._store.snapshot().segments:
+            for seg in self._snapshot().segments:
                 if seg.num_rows:
                     top = max(top, int(np.max(seg.ids)))
             self._next_id = top + 1
         return self._next_id
 
-    def add(self, vectors: np.ndarray, ids: object = None, metadata: Any = None) -> np.ndarray:
+    def add(self, vectors: np.ndarray, ids: object = None, metadata: Any = None, *,
+            progress: bool | None = None) -> np.ndarray:
         """Add vectors (float (n, dim)); returns their uint64 ids (new ids are assigned when ``ids`` is None).
 
         Adding an id that already exists raises; use :meth:`upsert` to replace.  The first add trains the
-        quantisers on (a sample of) its vectors unless :meth:`train` was called.
-        """
-        return self._write(vectors, ids, metadata, upsert=False)
+        quantisers on (a sample of) its vectors unless :meth:`train` was called.  ``metadata`` may carry
+        any subset of the existing columns plus new ones (see :meth:`update_metadata`).
 
-    def upsert(self, vectors: np.ndarray, ids: object, metadata: Any = None) -> np.ndarray:
-        """Insert or replace vectors by id (the newest write wins)."""
-        return self._write(vectors, ids, metadata, upsert=True)
+        ``progress``: ``None`` (default) shows a tqdm bar (training, encoding, writing) only when the call
+        runs longer than :data:`PROGRESS_DELAY` seconds, ``True`` always, ``False`` never.
+        """
+        return self._write(vectors, ids, metadata, upsert=False, progress=progress)
+
+    def upsert(self, vectors: np.ndarray, ids: object, metadata: Any = None, *,
+               progress: bool | None = None) -> np.ndarray:
+        """Insert or replace vectors by id (the newest write wins); ``progress`` as in :meth:`add`."""
+        return self._write(vectors, ids, metadata, upsert=True, progress=progress)
+
+    def update_metadata(self, ids: object, values: Mapping[str, Any] | Any) -> None:
+        """Set metadata columns of existing points without re-encoding their vectors; one atomic commit.
+
+        ``values`` is ``{column: values}`` (one value per id), a pyarrow Table or a pandas DataFrame.
+        Columns not named keep their values; a new column is added to the schema (other rows read it as
+        null); ``None`` sets nulls.  Raises ``UnknownIds`` (changing nothing) if an id is not present.
+        """
+        self._snapshot()
+        arr = self._ids_array(ids)
+        if arr.size == 0:
+            raise EmptyInput("no ids to update")
+        self._store.update_metadata(arr, values)
 
     def delete(self, ids: object) -> None:
         """Delete ids; raises ``UnknownIds`` (changing nothing) if any id is not in the index."""
+        self._snapshot()
         arr = self._ids_array(ids)
         if arr.size == 0:
             raise EmptyInput("no ids to delete")
@@ -290,15 +346,43 @@ class Index:
 
     def compact(self) -> None:
         """Merge small segments and drop deleted rows now (also done automatically)."""
+        self._snapshot()
         self._store.compact()
         self._segments.clear()
 
     def versions(self) -> list:
+        """Retained versions, oldest first: ``VersionInfo(version, timestamp, rows)`` (timestamp in epoch s)."""
+        self._snapshot()
         return self._store.versions()
+
+    @property
+    def version(self) -> int:
+        """The current version number (each committed write makes a new one)."""
+        return int(self._snapshot().version)
+
+    def count(self, filter: dict | None = None) -> int:
+        """Exact number of points matching ``filter`` (all points for ``None``), from one pinned snapshot."""
+        return int(self._snapshot().count(filter))
+
+    def scroll(self, filter: dict | None = None, after: int | None = None, limit: int = 1000,
+               columns: Sequence[str] | None = None) -> Any:
+        """One page of the points matching ``filter``, ascending by id, with ids greater than ``after``.
+
+        Returns a ``ScrollPage``: ``ids`` (uint64), ``metadata`` (a pyarrow Table of ``columns``, all by
+        default, ``[]`` for none) and ``next_after``, the ``after`` of the next page (``None`` at the end)::
+
+            page = idx.scroll(limit=1000)
+            while page.next_after is not None:
+                page = idx.scroll(after=page.next_after, limit=1000)
+
+        ``limit`` is 1 to 100,000; one call costs O(limit × segments) memory.
+        """
+        return self._snapshot().scroll(filter, after, limit, columns)
 
     def stats(self) -> dict[str, Any]:
         """Counts, sizes and settings: ``count``, ``bytes_per_vector`` (codes the search touches),
         ``scan_kernel`` (the first-stage kernel on this CPU, ``None`` until trained), ..."""
+        self._snapshot()
         s = dict(self._store.stats())
         c = self._config
         codecs = self._codecs
@@ -316,17 +400,19 @@ class Index:
         filter: dict | None = None,
         oversample: int | None = None,
         nprobe: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        include: Sequence[str] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray] | SearchResult:
         """k nearest neighbours of each query → ``(distances, ids)``, each (nq, k), best first.
 
         ``distances`` are similarities (higher is better) for ``cosine``/``ip`` and squared distances
-        (lower is better) for ``l2``.  Missing results (a filter that keeps fewer than k rows) have
-        id ``-1`` and distance ``-inf`` (similarity) / ``+inf`` (l2).
+        (lower is better) for ``l2``.  Missing results (``k`` above the number of points, an empty index,
+        a filter that keeps fewer than k rows) have id ``-1`` and distance ``-inf`` (similarity) /
+        ``+inf`` (l2), as FAISS pads (:mod:`vqsearch.index.results`).
 
         Parameters
         ----------
         k:
-            Results per query, 1 ≤ k ≤ number of vectors.
+            Results per query (≥ 1).
         filter:
             Metadata predicate, e.g. ``{"section": "python"}`` or ``{"year": {"gte": 2020}}``.
         oversample:
@@ -334,6 +420,10 @@ class Index:
             better recall, slower.
         nprobe:
             IVF lists scanned per query (default: the index's ``ivf.nprobe``).
+        include:
+            Metadata columns to return with the hits (``[]``: none, but still a result object).  Then the
+            answer is a :class:`SearchResult` with ``.distances``, ``.ids`` and ``.metadata`` (a pyarrow
+            Table, nq × k rows in hit order, null rows for padding) read from the same snapshot as the hits.
         """
         xq = as_float_matrix(queries, d=self.dim, name="queries", allow_empty=False)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -344,22 +434,36 @@ class Index:
         if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer))
                                    or nprobe < 1):
             raise InvalidInput(f"nprobe must be a positive integer, got {nprobe!r}")
-        snap = self._store.snapshot()
-        n = int(snap.num_rows)
+        if include is not None and (isinstance(include, str) or not all(isinstance(c, str) for c in include)):
+            raise InvalidInput(f"include must be a list of metadata column names, got {include!r}")
+        snap = self._snapshot()
         codecs = self._codecs
+        if include:
+            snap.metadata(np.zeros(0, np.uint64), list(include))  # unknown columns raise before the search
+        n = int(snap.num_rows)
+        k = int(k)
         if n == 0 or codecs is None:
-            raise EmptyInput("the index is empty")
-        if k > n:
-            raise InvalidInput(f"k={k} exceeds the number of vectors in the index ({n})")
-        xq = self._metric.prepare(xq)
-        searcher = Searcher(snap, codecs, self._config, self._segments)
-        with parallel.single_threaded_blas(), parallel.threads_for(searcher.expected_work(xq.shape[0], nprobe)):
-            return searcher.search(xq, k, filter, int(oversample), nprobe)
+            if filter is not None:
+                snap.count(filter)  # a malformed filter raises on an empty index too
+            dist, ids = padded(np.zeros((xq.shape[0], 0), np.float32), np.zeros((xq.shape[0], 0), np.int64), k,
+                               self.metric)
+        else:
+            xq = self._metric.prepare(xq)
+            searcher = Searcher(snap, codecs, self._config, self._segments)
+            with parallel.single_threaded_blas(), parallel.threads_for(searcher.expected_work(xq.shape[0], nprobe)):
+                dist, ids = searcher.search(xq, min(k, n), filter, int(oversample), nprobe)
+            dist, ids = padded(dist, ids, k, self.metric)
+        if include is None:
+            return dist, ids
+        return SearchResult(dist, ids, snap.metadata(ids.ravel(), list(include), missing="null"))
 
     # ------------------------------------------------------------ lookups by id
     def get_metadata(self, ids: object, columns: list[str] | None = None, *,
                      missing: Literal["raise", "null"] = "raise") -> Any:
         """Metadata rows of ``ids`` (a ``pyarrow.Table``, request order), read from one pinned snapshot.
+
+        The id ``-1`` (the padding of search results) is always accepted and gives a null row, so
+        ``idx.get_metadata(ids[0])`` works on any search answer.
 
         Parameters
         ----------
@@ -370,32 +474,23 @@ class Index:
             ``"raise"`` (default): ids not in the index raise ``UnknownIds``.  ``"null"``: their rows are
             null, e.g. for search hits deleted between the search and this call.
         """
-        import pyarrow as pa
-
         from ..errors import UnknownIds
-        from ..storage.snapshot import as_id_array
+        from ..storage.ids import preview
 
         if missing not in ("raise", "null"):
             raise InvalidInput(f"missing must be 'raise' or 'null', got {missing!r}")
-        q = as_id_array(ids)
-        snap = self._store.snapshot()
-        names = [] if snap.metadata_schema is None else list(snap.metadata_schema.names)
-        cols = names if columns is None else list(columns)
-        unknown = [c for c in cols if c not in names]
-        if unknown:
-            raise InvalidInput(f"unknown metadata column(s) {unknown}; this index has {names}")
-        found = snap.contains(q)
-        if missing == "raise" and not found.all():
-            bad = q[~found]
-            shown = ", ".join(str(int(i)) for i in bad[:10])
-            raise UnknownIds(f"{bad.size} id(s) not found: [{shown}{', ...' if bad.size > 10 else ''}]")
-        if not cols:
-            return pa.table({"_": pa.nulls(q.shape[0])}).select([])
-        table = snap.get(q[found]).metadata.select(cols)
-        if not found.all():
-            pos = np.cumsum(found) - 1
-            table = table.take(pa.array(pos, mask=~found))
-        return table
+        snap = self._snapshot()
+        arr = np.asarray(ids)
+        if arr.dtype.kind == "i" and arr.size and int(arr.min()) < -1:
+            raise InvalidInput(f"ids must be non-negative (or -1 for \"no row\"), got {int(arr.min())}")
+        if missing == "raise" and arr.dtype.kind in "iu" and arr.ndim <= 1:
+            real = arr.reshape(-1)
+            real = real[real >= 0] if arr.dtype.kind == "i" else real
+            found = snap.contains(real)
+            if not found.all():
+                bad = real[~found]
+                raise UnknownIds(f"{bad.size} id(s) not found: {preview(bad)}")
+        return snap.metadata(ids, columns, missing="null")
 
     def reconstruct(self, ids: object) -> np.ndarray:
         """Approximate vectors of ``ids`` decoded from the finest stored codes → float32 (n, dim).
@@ -404,8 +499,23 @@ class Index:
         quantiser (the scan quantiser without one); for ``cosine`` it approximates the unit-norm vector.
         Raises ``UnknownIds`` for ids not in the index.
         """
-        rows = self._store.snapshot().get(ids)
+        rows = self._snapshot().get(ids)
         if rows.ids.size == 0 or self._codecs is None:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = sum(q.decode(rows.columns[column]) for q, column in self._codecs.reconstruction_parts())
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _progress_bar(n: int, progress: bool | None) -> Any:
+    """A tqdm bar over ``n`` rows for a write (``None`` when ``progress`` is False); see :meth:`Index.add`."""
+    if progress is False:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n, unit="vec", unit_scale=True, desc="adding", leave=False,
+                delay=0.0 if progress else PROGRESS_DELAY)
+
+
+def _describe(bar: Any, stage: str) -> None:
+    if bar is not None:
+        bar.set_description(stage, refresh=False)

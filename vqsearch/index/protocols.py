@@ -57,7 +57,18 @@ class SnapshotLike(Protocol):
     @property
     def metadata_schema(self) -> Any: ...  # pyarrow.Schema or None
 
+    @property
+    def version(self) -> int: ...
+
     def filter_masks(self, filter_expr: Mapping[str, Any] | None) -> list[np.ndarray]: ...
+
+    def count(self, filter: Mapping[str, Any] | None = None) -> int: ...
+
+    def scroll(self, filter: Mapping[str, Any] | None = None, after: int | None = None, limit: int = 1000,
+               columns: Sequence[str] | None = None) -> Any: ...  # a page: ids, metadata, next_after
+
+    def metadata(self, ids: object, columns: Sequence[str] | None = None, *,
+                 missing: str = "raise") -> Any: ...  # pyarrow.Table in request order; -1 = null row
 
     def contains(self, ids: object) -> np.ndarray: ...
 
@@ -83,6 +94,8 @@ class StoreLike(Protocol):
               config: Mapping[str, Any] | None = None, blobs: Mapping[str, bytes] | None = None) -> int: ...
 
     def delete(self, ids: object) -> int: ...
+
+    def update_metadata(self, ids: object, values: object) -> int: ...
 
     def set_config(self, config: Mapping[str, Any] | None = None,
                    blobs: Mapping[str, bytes] | None = None) -> int: ...
