@@ -296,17 +296,31 @@ def test_residual_rescoring_scores_are_the_reconstructions(metric, data):
     np.testing.assert_allclose(dist, expected, rtol=1e-4, atol=1e-4)
 
 
+#: Rows of the shared Debian set the preset test indexes: a fixed random sixth keeps the real distribution
+#: while keeping the test's encoding time (trellis rescoring codes) within the CI budget.
+DEBIAN_TEST_ROWS = 10_000
+
+
 def test_presets_on_the_shared_debian_set(debian):
-    """The shared Debian-MiniLM set (60,179 × 384, 1,000 queries): the default preset keeps recall@10 ≥ 0.95 of
-    the exact top 10 within 288 bytes/vector, the compact preset stays within 144 bytes/vector; both keep
-    label@10 (the query's own package in the top 10; exact float32 search: 0.626) at 0.61 or more."""
-    xb, xq, gt, labels = debian["xb"], debian["xq"], debian["gt"][:, :10], debian["labels"]
+    """Real data (a fixed random 10,000 of the shared Debian-MiniLM rows, all 1,000 queries): the default preset
+    keeps recall@10 ≥ 0.95 of the exact top 10 within 288 bytes/vector, the compact preset ≥ 0.85 within 144
+    bytes/vector; both find the query's own package (label@10, over the queries whose package is among the
+    indexed rows) within 0.03 of exact float32 search."""
+    xb, xq, labels = debian["xb"], debian["xq"], debian["labels"]
+    rows = np.sort(np.random.default_rng(0).choice(len(xb), DEBIAN_TEST_ROWS, replace=False))
+    base = xb[rows]
+    _, gt = exact_topk(xq, base, 10, "cosine")
+    position = np.full(len(xb), -1)
+    position[rows] = np.arange(len(rows))
+    has_label = position[labels] >= 0
+    local_labels = position[labels][has_label]
+    exact_label = label_at_k(gt[has_label], local_labels)
     for preset, max_bytes, min_recall in (("default", 288, 0.95), ("compact", 144, 0.85)):
-        idx = Index.create(None, dim=xb.shape[1], preset=preset)
-        idx.add(xb)
+        idx = Index.create(None, dim=base.shape[1], preset=preset)
+        idx.add(base, progress=False)
         assert idx.stats()["bytes_per_vector"] <= max_bytes
         _, ids = idx.search(xq, k=10)
         r = recall_at_k(ids, gt)
-        label = label_at_k(ids, labels)
+        label = label_at_k(ids[has_label], local_labels)
         assert r >= min_recall, f"{preset}: recall@10 {r:.4f} < {min_recall}"
-        assert label >= 0.61, f"{preset}: label@10 {label:.3f} < 0.61"
+        assert label >= exact_label - 0.03, f"{preset}: label@10 {label:.3f}, exact search {exact_label:.3f}"

@@ -124,12 +124,12 @@ def test_no_response_reveals_a_server_path(client: httpx.Client, served: dict[st
         data[entry["offset"] + entry["length"] // 2] ^= 0x40
         shard.write_bytes(bytes(data))
         r = client.get(f"/v1/models/legacy/tensors/{entry['name']}")
-        assert_error(r, 422, "corrupt_data", match=r"^legacy/shards/00000\.arrows: tensor .* fails its SHA-256")
+        assert_error(r, 500, "corrupt_data", match=r"^legacy/shards/00000\.arrows: tensor .* fails its SHA-256")
         assert secret not in r.text
         # a damaged manifest: the model is named, not its folder, and the listing still shows the others
         (legacy / "manifest.json").write_text("{not json")
         r = client.get("/v1/models/legacy")
-        assert_error(r, 422, "corrupt_data", match=r"^legacy/manifest\.json: manifest is not valid JSON")
+        assert_error(r, 500, "corrupt_data", match=r"^legacy/manifest\.json: manifest is not valid JSON")
         assert secret not in r.text
         assert [m["name"] for m in client.get("/v1/models").json()["models"]] == ["tiny"]
     finally:
