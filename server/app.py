@@ -34,7 +34,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from . import collections, ops, points, search, weights, whoami
+from . import collections, ops, points, search, versions, weights, whoami
 from .auth import AuthMiddleware, KeyLimits, KeyRing
 from .dashboard import mount_dashboard
 from .embedders import DEFAULT_EMBEDDERS, EmbedderFactory
@@ -49,8 +49,8 @@ from .state import ServerState
 LOG = logging.getLogger(__name__)
 
 #: Routers served by the app, in OpenAPI order.
-ROUTERS: list[APIRouter] = [collections.router, points.router, search.router, ops.router, weights.router,
-                            whoami.router]
+ROUTERS: list[APIRouter] = [collections.router, versions.router, points.router, search.router, ops.router,
+                            weights.router, whoami.router]
 
 #: Models used only through ``openapi_extra`` (multi-media-type bodies) that must appear in the schema.
 EXTRA_SCHEMAS = (PointsUpsert, SearchRequest)

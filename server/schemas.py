@@ -105,6 +105,14 @@ class VersionOut(BaseModel):
     rows: int = Field(ge=0, description="Live rows in that version.", examples=[60179])
 
 
+class VersionList(BaseModel):
+    """The retained versions of a collection, newest first."""
+
+    collection: str = Field(examples=["docs"])
+    current: int = Field(ge=0, description="The version searches read now.", examples=[7])
+    versions: list[VersionOut] = Field(description="Retained versions, newest first.")
+
+
 class CollectionInfo(BaseModel):
     """A collection's settings and current statistics."""
 
