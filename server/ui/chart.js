@@ -30,6 +30,13 @@ export function colours(categories) {
   return map;
 }
 
+// The colours of the categories present, from `palette` when given.
+function legendOf(palette, categories) {
+  if (!palette) return colours(categories);
+  const present = new Set(categories);
+  return new Map([...palette].filter(([c]) => present.has(c)));
+}
+
 function frame(width, height, m, xLabel, yLabel, title) {
   const svg = s("svg", {viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img", class: "chart",
     "aria-label": title, preserveAspectRatio: "xMidYMid meet"});
@@ -62,7 +69,8 @@ function legend(svg, map, x, y) {
 }
 
 // bars: [{label, value, category, tip}] → an <svg> with one <rect class="bar"> per bar.
-export function barChart(bars, {title = "", yLabel = "", xLabel = "", width = 760, height = 300} = {}) {
+// `palette` (a Map category → colour from `colours`) keeps colours equal across charts.
+export function barChart(bars, {title = "", yLabel = "", xLabel = "", width = 760, height = 300, palette} = {}) {
   const m = {top: 28, right: 12, bottom: 96, left: 64};
   const svg = frame(width, height, m, xLabel, yLabel, title);
   const plotW = width - m.left - m.right;
@@ -73,7 +81,7 @@ export function barChart(bars, {title = "", yLabel = "", xLabel = "", width = 76
   const y = (v) => m.top + plotH - (v / top) * plotH;
   yAxis(svg, yt, y, m, width);
   const band = plotW / Math.max(1, bars.length);
-  const map = colours(bars.map((b) => b.category));
+  const map = legendOf(palette, bars.map((b) => b.category));
   bars.forEach((b, i) => {
     const x = m.left + i * band + band * 0.12;
     const rect = s("rect", {x, y: y(b.value), width: Math.max(1, band * 0.76), height: Math.max(0, y(0) - y(b.value)),
@@ -91,7 +99,7 @@ export function barChart(bars, {title = "", yLabel = "", xLabel = "", width = 76
 }
 
 // points: [{x, y, category, tip}] → an <svg> with one <circle class="point"> per point.
-export function scatter(points, {title = "", xLabel = "", yLabel = "", width = 760, height = 300} = {}) {
+export function scatter(points, {title = "", xLabel = "", yLabel = "", width = 760, height = 300, palette} = {}) {
   const m = {top: 28, right: 16, bottom: 44, left: 56};
   const svg = frame(width, height, m, xLabel, yLabel, title);
   const plotW = width - m.left - m.right;
@@ -108,7 +116,7 @@ export function scatter(points, {title = "", xLabel = "", yLabel = "", width = 7
     svg.append(s("line", {x1: x(t), x2: x(t), y1: m.top, y2: m.top + plotH, class: "grid"}));
     svg.append(s("text", {x: x(t), y: m.top + plotH + 14, "text-anchor": "middle", class: "tick"}, fmtTick(t)));
   }
-  const map = colours(points.map((p) => p.category));
+  const map = legendOf(palette, points.map((p) => p.category));
   for (const p of points) {
     svg.append(s("circle", {cx: x(p.x), cy: y(p.y), r: 4.5, fill: map.get(p.category), class: "point"},
       s("title", {}, p.tip || `${p.x}, ${p.y}`)));

@@ -1,7 +1,7 @@
 // Compressed models (served from --models-dir): the list, and per model its tensors, a chart of the bits
 // allocated per layer, a chart of SQNR against bits, and the download links of the /v1/models API.
 import {download, enc, get} from "./api.js";
-import {barChart, scatter} from "./chart.js";
+import {barChart, colours, scatter} from "./chart.js";
 import {errorBox, fmtBytes, fmtNum, h, mount, table} from "./dom.js";
 
 // "e8:bits=2.5,rht=true" → "e8"; used to colour charts by format family.
@@ -71,6 +71,7 @@ export async function modelPage(main, session, name) {
   const base = `/v1/models/${enc(name)}`;
   const tensors = m.tensors;
   const tot = m.totals;
+  const palette = colours(tensors.map((t) => family(t.format)));  // one colour per format family in both charts
   const group = h("select", {id: "bits-group"}, h("option", {value: "layer"}, "per layer"),
     h("option", {value: "tensor"}, "per tensor"));
   const bitsChart = h("div", {id: "bits-chart", class: "chart-box"});
@@ -78,7 +79,7 @@ export async function modelPage(main, session, name) {
     const bars = group.value === "layer" ? bitsPerLayer(tensors) : tensors.map((t) => ({label: t.name,
       value: t.bits_per_param, category: family(t.format), tip: `${t.name}: ${t.bits_per_param.toFixed(3)} ` +
         `bits/param (${t.format})`}));
-    mount(bitsChart, barChart(bars, {title: "Bits per parameter", yLabel: "bits / parameter"}));
+    mount(bitsChart, barChart(bars, {title: "Bits per parameter", yLabel: "bits / parameter", palette}));
   };
   group.addEventListener("change", drawBits);
   drawBits();
@@ -126,7 +127,7 @@ export async function modelPage(main, session, name) {
     h("h2", {}, "Bits allocated ", group), bitsChart,
     h("h2", {}, "SQNR against bits"),
     h("div", {id: "sqnr-chart", class: "chart-box"}, points.length ? scatter(points, {title: "SQNR against bits",
-      xLabel: "bits / parameter", yLabel: "SQNR (dB)"}) : h("p", {class: "muted"}, "No SQNR recorded.")),
+      xLabel: "bits / parameter", yLabel: "SQNR (dB)", palette}) : h("p", {class: "muted"}, "No SQNR recorded.")),
     h("h2", {}, "Downloads"),
     h("ul", {id: "downloads"},
       h("li", {}, downloadLink(base, `${name}-manifest.json`, "manifest.json")),
