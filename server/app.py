@@ -34,8 +34,9 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from . import aliases, browse, collections, ops, points, search, versions, weights
+from . import aliases, browse, collections, ops, points, search, versions, weights, whoami
 from .auth import AuthMiddleware, KeyLimits, KeyRing
+from .dashboard import mount_dashboard
 from .embedders import DEFAULT_EMBEDDERS, EmbedderFactory
 from .errors import CatchAllMiddleware, install_error_handlers
 from .limits import BodyLimitMiddleware
@@ -49,7 +50,7 @@ LOG = logging.getLogger(__name__)
 
 #: Routers served by the app, in OpenAPI order.
 ROUTERS: list[APIRouter] = [collections.router, versions.router, aliases.router, points.router, browse.router,
-                            search.router, ops.router, weights.router]
+                            search.router, ops.router, weights.router, whoami.router]
 
 #: Models used only through ``openapi_extra`` (multi-media-type bodies) that must appear in the schema.
 EXTRA_SCHEMAS = (PointsUpsert, SearchRequest)
@@ -116,6 +117,7 @@ def create_app(settings: Settings, *, embedders: Mapping[str, EmbedderFactory] |
         app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     _add_offline_docs(app)
+    mount_dashboard(app)
     # add_middleware wraps: the last added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_json=settings.max_json_bytes, max_arrow=settings.max_arrow_bytes,
                        body_timeout=settings.body_timeout, min_body_rate=settings.min_body_rate)
