@@ -9,7 +9,14 @@ latest=0
 if [ "${1:-}" = "--latest" ]; then latest=1; shift; fi
 vq_install "dev,models" "$latest"
 set +e
-python -m pytest "$@"
+# Two worker processes (pytest-xdist), one test file each at a time: most tests are single-threaded
+# (numba compilation, Python), so both cores are used.  VQSEARCH_TEST_WORKERS=0 runs in one process.
+workers="${VQSEARCH_TEST_WORKERS:-2}"
+if [ "$workers" = 0 ]; then
+  python -m pytest "$@"
+else
+  python -m pytest -n "$workers" --dist loadfile "$@"
+fi
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
