@@ -300,8 +300,8 @@ def main() -> None:
                     p.kill()
     from vqsearch import Index
 
-    idx = Index.create(None, dim=xb.shape[1], ivf=None)
-    idx.upsert(xb, np.arange(len(xb)))
+    # the collection the server just served (its writer rows included), opened in this process
+    idx = Index.open(DATA_DIR / "collections" / "debian")
     idx.search(xq[:100], k=K)
     t0 = time.perf_counter()
     for i in range(500):
