@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import errors, quantizers
 from .errors import VQSearchError
-from .index import Index, IndexConfig, IVFConfig
+from .index import EncodedVectors, Index, IndexConfig, IVFConfig
 
 __version__ = "0.1.0"
 
@@ -16,5 +16,5 @@ def set_num_threads(n: int) -> None:
     numba.set_num_threads(int(n))
 
 
-__all__ = ["IVFConfig", "Index", "IndexConfig", "VQSearchError", "__version__", "errors", "quantizers",
-           "set_num_threads"]
+__all__ = ["EncodedVectors", "IVFConfig", "Index", "IndexConfig", "VQSearchError", "__version__", "errors",
+           "quantizers", "set_num_threads"]

@@ -2,5 +2,7 @@
 
 from .index import DEFAULT_OVERSAMPLE, DEFAULT_RESCORE, DEFAULT_SCAN, Index, IndexConfig
 from .ivf import IVFConfig
+from .trained_state import EncodedVectors
 
-__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "IVFConfig", "Index", "IndexConfig"]
+__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "EncodedVectors", "IVFConfig", "Index",
+           "IndexConfig"]

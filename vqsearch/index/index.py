@@ -31,6 +31,7 @@ from ..errors import EmptyInput, InvalidInput
 from ..quantizers.base import Quantizer
 from .ivf import CoarseQuantizer, IVFConfig
 from .scanners import Scanner, scanner_for
+from .trained_state import EncodedVectors, pack_state, state_id, unpack_state
 
 LOG = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class Index:
         self._scanner: Scanner | None = None
         self._seg_cache: dict[str, _SegmentCache] = {}
         self._next_id: int | None = None
+        self._state_id: str | None = None
         self._load_trained()
 
     # ------------------------------------------------------------ lifecycle
@@ -268,6 +270,7 @@ class Index:
             self._apply_blobs(blobs)
 
     def _apply_blobs(self, blobs: dict[str, bytes]) -> None:
+        self._state_id = None
         self._scan_q = quantizers.from_bytes(blobs["scan"])
         self._rescore_q = quantizers.from_bytes(blobs["rescore"]) if "rescore" in blobs else None
         if self._config.ivf is not None:
@@ -290,6 +293,47 @@ class Index:
         self._store.set_config(config=cfg.to_json(), blobs=blobs)
         self._config = cfg
         self._load_trained()
+        return self
+
+    def trained_state(self) -> bytes:
+        """The trained state (resolved settings + fitted quantiser and IVF states) as one portable blob, for
+        :meth:`load_trained_state` on other indexes: "train once, encode everywhere"."""
+        if not self.is_trained:
+            raise InvalidInput("the index is not trained yet; call train() or add() first")
+        return pack_state(self._config.to_json(), dict(self._store.blobs))
+
+    @property
+    def state_id(self) -> str | None:
+        """Content hash of :meth:`trained_state` (``None`` before training); equal ids score identically."""
+        if self._state_id is None and self.is_trained:
+            self._state_id = state_id(self.trained_state())
+        return self._state_id
+
+    def load_trained_state(self, state: bytes) -> Index:
+        """Give this empty, untrained index the state of another (:meth:`trained_state`) instead of training.
+
+        The state must come from an index created with the same ``dim``, ``metric``, ``scan``, ``rescore``,
+        ``residual`` and IVF-or-not; its resolved IVF lists and default ``oversample`` are adopted.
+        """
+        if self.is_trained:
+            raise InvalidInput("index is already trained; quantisers are frozen once codes exist")
+        config, blobs = unpack_state(state)
+        cfg = IndexConfig.from_json(config)
+        mine = self._config
+        for name in ("dim", "metric", "scan", "rescore", "residual"):
+            if getattr(cfg, name) != getattr(mine, name):
+                raise InvalidInput(f"trained state has {name}={getattr(cfg, name)!r}, this index "
+                                   f"{name}={getattr(mine, name)!r}")
+        if (cfg.ivf is None) != (mine.ivf is None):
+            raise InvalidInput(f"trained state has ivf={cfg.ivf}, this index ivf={mine.ivf}")
+        self._config = cfg
+        try:
+            self._apply_blobs(blobs)  # parses (validates) every blob before anything is committed
+            self._store.set_config(config=cfg.to_json(), blobs=blobs)
+        except Exception:
+            self._scan_q = self._rescore_q = self._ivf = self._scanner = None
+            self._config = mine
+            raise
         return self
 
     def _rescore_quantizer(self) -> Quantizer:
@@ -341,25 +385,17 @@ class Index:
             raise InvalidInput(f"got {arr.shape[0]} ids for {n} vectors")
         return arr.astype(np.uint64)
 
-    def _write(self, vectors: np.ndarray, ids: object, metadata: Any, *, upsert: bool) -> np.ndarray:
-        x = as_float_matrix(vectors, d=self.dim, name="vectors", allow_empty=False)
-        n = x.shape[0]
-        if ids is None:
-            if upsert:
-                raise InvalidInput("upsert needs explicit ids")
-            start = self._peek_next_id()
-            ids_arr = np.arange(start, start + n, dtype=np.uint64)
-        else:
-            ids_arr = self._ids_array(ids, n)
-        if np.unique(ids_arr).shape[0] != n:
-            raise InvalidInput("duplicate ids in one batch")
-        x = self._prepare(x)
-        blobs = new_cfg = None
-        old_cfg = self._config
-        if not self.is_trained:  # train on this batch; the states are committed with its rows
-            blobs, new_cfg = self._fit(x)
-            self._config = new_cfg
-            self._apply_blobs(blobs)
+    def encode(self, vectors: np.ndarray) -> EncodedVectors:
+        """Encode vectors with this index's trained state without writing them; pass the result to ``add`` or
+        ``upsert`` of any index with the same :attr:`state_id` (e.g. encode on many workers, commit on one)."""
+        if not self.is_trained:
+            raise InvalidInput("the index is not trained yet; call train() or load_trained_state() first")
+        x = self._prepare(as_float_matrix(vectors, d=self.dim, name="vectors", allow_empty=False))
+        columns, extra = self._encode_rows(x)
+        return EncodedVectors(self.state_id, columns, extra)
+
+    def _encode_rows(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Code columns and derived columns of prepared vectors."""
         extra: dict[str, np.ndarray] = {}
         if self._ivf is not None:  # the store keeps each segment's rows grouped by list
             extra["list"] = self._ivf.assign(x)
@@ -370,6 +406,38 @@ class Index:
             if self._config.residual:
                 x = x - self._scan_q.decode(columns["scan"])
             columns["rescore"] = self._encode_chunked(self._rescore_q, x)
+        return columns, extra
+
+    def _write(self, vectors: np.ndarray | EncodedVectors, ids: object, metadata: Any, *,
+               upsert: bool) -> np.ndarray:
+        encoded = vectors if isinstance(vectors, EncodedVectors) else None
+        if encoded is not None:
+            if encoded.state_id != self.state_id:
+                raise InvalidInput("vectors were encoded with another trained state than this index's")
+            n = len(encoded)
+        else:
+            x = as_float_matrix(vectors, d=self.dim, name="vectors", allow_empty=False)
+            n = x.shape[0]
+        if ids is None:
+            if upsert:
+                raise InvalidInput("upsert needs explicit ids")
+            start = self._peek_next_id()
+            ids_arr = np.arange(start, start + n, dtype=np.uint64)
+        else:
+            ids_arr = self._ids_array(ids, n)
+        if np.unique(ids_arr).shape[0] != n:
+            raise InvalidInput("duplicate ids in one batch")
+        blobs = new_cfg = None
+        old_cfg = self._config
+        if encoded is not None:
+            columns, extra = encoded.columns, encoded.extra
+        else:
+            x = self._prepare(x)
+            if not self.is_trained:  # train on this batch; the states are committed with its rows
+                blobs, new_cfg = self._fit(x)
+                self._config = new_cfg
+                self._apply_blobs(blobs)
+            columns, extra = self._encode_rows(x)
         try:
             self._store.write(ids_arr, columns, vectors=None, metadata=metadata, extra=extra or None,
                               upsert=upsert, blobs=blobs, config=None if new_cfg is None else new_cfg.to_json())
@@ -401,15 +469,16 @@ class Index:
             self._next_id = top + 1
         return self._next_id
 
-    def add(self, vectors: np.ndarray, ids: object = None, metadata: Any = None) -> np.ndarray:
-        """Add vectors (float (n, dim)); returns their uint64 ids (new ids are assigned when ``ids`` is None).
+    def add(self, vectors: np.ndarray | EncodedVectors, ids: object = None, metadata: Any = None) -> np.ndarray:
+        """Add vectors (float (n, dim), or :class:`EncodedVectors` from :meth:`encode`); returns their uint64 ids
+        (new ids are assigned when ``ids`` is None).
 
         Adding an id that already exists raises; use :meth:`upsert` to replace.  The first add trains the
         quantisers on (a sample of) its vectors unless :meth:`train` was called.
         """
         return self._write(vectors, ids, metadata, upsert=False)
 
-    def upsert(self, vectors: np.ndarray, ids: object, metadata: Any = None) -> np.ndarray:
+    def upsert(self, vectors: np.ndarray | EncodedVectors, ids: object, metadata: Any = None) -> np.ndarray:
         """Insert or replace vectors by id (the newest write wins)."""
         return self._write(vectors, ids, metadata, upsert=True)
 
@@ -660,6 +729,12 @@ class Index:
         return out
 
     # ------------------------------------------------------------ lookups by id
+    def contains(self, ids: object) -> np.ndarray:
+        """Bool mask (n,): which of ``ids`` are in the index (one pinned snapshot)."""
+        from ..storage.snapshot import as_id_array
+
+        return self._store.snapshot().contains(as_id_array(ids))
+
     def get_metadata(self, ids: object, columns: list[str] | None = None, *,
                      missing: Literal["raise", "null"] = "raise") -> Any:
         """Metadata rows of ``ids`` (a ``pyarrow.Table``, request order), read from one pinned snapshot.
