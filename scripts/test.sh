@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 latest=0
 if [ "${1:-}" = "--latest" ]; then latest=1; shift; fi
-vq_install "dev,models" "$latest"
+vq_install "dev,models,cluster" "$latest"
 set +e
 python -m pytest "$@"
 status=$?
