@@ -221,6 +221,7 @@ def test_filters_include_and_padding_across_shards(sx2, data):
     assert sorted(i[0, :3].tolist()) == [1, 2, 3] and (i[:, 3:] == -1).all() and np.isneginf(d[:, 3:]).all()
     assert d.shape == i.shape == (2, 5) and res.metadata.schema.names == ["n", "tag"]
     assert sx2.search(xq[:2], k=5, filter=rare, include=["n"]).metadata.column("n").null_count == 4
+    assert sx2.search(xq[:2], k=3, include=[]).metadata.num_rows == 6
     assert sx2.get_metadata([4, 7], ["tag"]).column("tag").to_pylist() == ["even", "odd"]
     with pytest.raises(errors.UnknownIds, match="not found"):
         sx2.get_metadata([4, 10**9])

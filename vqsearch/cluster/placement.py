@@ -87,6 +87,7 @@ class ReplicaSlot:
         self._group, self._resources = group, dict(resources)
         self._lock = threading.Lock()
         self.healthy = True
+        self.error: str | None = None  # why the last replacement could not start, if it could not
         self.handle = self._spawn(create, state)
 
     def _spawn(self, create: dict[str, Any] | None, state: bytes | None) -> Any:
@@ -112,20 +113,19 @@ class ReplicaSlot:
 
         with self._lock:
             deadline = time.monotonic() + timeout
-            replaced = False
             while time.monotonic() < deadline:
                 try:
                     ray.get(self.handle.ping.remote(), timeout=max(0.1, deadline - time.monotonic()))
-                    self.healthy = True
+                    self.healthy, self.error = True, None
                     return True
                 except ActorDiedError as exc:
-                    if replaced and exc.actor_init_failed:  # the replacement cannot open its directory
-                        LOG.error("shard %d replica %d cannot restart: %s", self.shard, self.replica, exc)
+                    if exc.actor_init_failed:  # it cannot open its directory: starting another will not help
+                        self.error = str(getattr(exc, "error_msg", exc)).strip().splitlines()[-1][:500]
+                        LOG.error("shard %d replica %d cannot start: %s", self.shard, self.replica, self.error)
                         break
                     LOG.warning("shard %d replica %d is dead; starting a replacement", self.shard, self.replica)
                     ray.kill(self.handle, no_restart=True)
                     self.handle = self._spawn(None, state)
-                    replaced = True
                 except (RayActorError, GetTimeoutError):  # restarting, or not up yet: ask again
                     time.sleep(0.1)
             self.healthy = False

@@ -51,7 +51,8 @@ class ReplicaSet:
             slot.stop()
 
     # ------------------------------------------------------------ health
-    def _recover_later(self, slot: ReplicaSlot) -> None:
+    def recover_later(self, slot: ReplicaSlot) -> None:
+        """Mark ``slot`` unhealthy and recover it in the background (once at a time)."""
         slot.healthy = False
         key = (slot.shard, slot.replica)
         job = self._recovering.get(key)
@@ -69,7 +70,7 @@ class ReplicaSet:
         healthy = [s for s in slots[start:] + slots[:start] if s.healthy]
         if not healthy:
             for slot in slots:
-                self._recover_later(slot)
+                self.recover_later(slot)
         return healthy
 
     # ------------------------------------------------------------ reads
@@ -105,7 +106,7 @@ class ReplicaSet:
             if not ready:  # out of time: the slow replicas count as unavailable
                 for ref, (shard, slot) in pending.items():
                     LOG.warning("shard %d replica %d did not answer in time", shard, slot.replica)
-                    ray.cancel(ref)
+                    _cancel(ref)
                     missing.append(shard)
                 pending.clear()
                 break
@@ -116,7 +117,7 @@ class ReplicaSet:
             except (RayActorError, GetTimeoutError) as exc:
                 LOG.warning("shard %d replica %d failed (%s); trying another replica", shard, slot.replica,
                             type(exc).__name__)
-                self._recover_later(slot)
+                self.recover_later(slot)
                 if not submit(shard):
                     missing.append(shard)
             except Exception as exc:
@@ -148,8 +149,9 @@ class ReplicaSet:
         def submit(shard: int, slot: ReplicaSlot, retry: bool) -> None:
             attempts[(shard, slot.replica)] += 1
             if not slot.healthy and not self.recover(slot):
+                why = f" ({slot.error})" if slot.error else ""
                 failed.setdefault(shard, ShardUnavailable(
-                    f"shard {shard} replica {slot.replica} is unavailable; the write was not acknowledged",
+                    f"shard {shard} replica {slot.replica} is unavailable{why}; the write was not acknowledged",
                     (shard,)))
                 return
             method, args, kwargs = calls[shard]
@@ -185,6 +187,13 @@ class ReplicaSet:
             except Exception as exc:
                 failed.setdefault(shard, unwrap(exc))
         return {s: r for s, r in done.items() if s not in failed}, failed
+
+
+def _cancel(ref: Any) -> None:
+    try:
+        require_ray().cancel(ref)
+    except Exception:  # not cancellable (already done, or an actor task Ray cannot interrupt): let it finish
+        LOG.debug("could not cancel a slow call", exc_info=True)
 
 
 def unwrap(exc: Exception) -> Exception:

@@ -467,6 +467,8 @@ class ShardedIndex:
         flat = ids.ravel()
         valid = np.flatnonzero(flat >= 0)
         table = self._metadata(flat[valid].astype(np.uint64), columns, skip=skip)
+        if table.num_columns == 0:
+            return null_table(flat.shape[0])
         pos = np.full(flat.shape[0], 0, dtype=np.int64)
         pos[valid] = np.arange(valid.size)
         return table.take(pa.array(pos, mask=flat < 0))
@@ -495,15 +497,10 @@ class ShardedIndex:
         for shard in sorted(results):
             parts.append(results[shard])
             order.append(groups[shard])
-        if not parts:
-            names = columns or []
-            return pa.table({c: pa.nulls(ids.shape[0]) for c in names}) if names else \
-                pa.table({"_": pa.nulls(ids.shape[0])}).select([])
-        if any(p.num_columns for p in parts):  # shards that never stored metadata return no columns
-            parts = [p if p.num_columns else null_table(p.num_rows) for p in parts]
-            table = pa.concat_tables([p for p in parts], promote_options="default")
-        else:
-            table = pa.table({"_": pa.nulls(sum(p.num_rows for p in parts))}).select([])
+        if not any(p.num_columns for p in parts):  # (Arrow keeps no row count through take() without columns)
+            return pa.table({c: pa.nulls(ids.shape[0]) for c in columns}) if columns else null_table(ids.shape[0])
+        # shards that never stored metadata answer without columns: their rows become nulls
+        table = pa.concat_tables(parts, promote_options="default")
         where = np.concatenate(order)
         inverse = np.full(ids.shape[0], -1, dtype=np.int64)
         inverse[where] = np.arange(where.size)
@@ -539,10 +536,9 @@ class ShardedIndex:
                     info = ray.get(ref, timeout=timeout)
                     row.append({"replica": r, "alive": True, "node_id": info["node_id"], "pid": info["pid"],
                                 "count": info["count"]})
-                except Exception:  # dead, restarting or slow: reported, not raised
-                    ray.cancel(ref)
+                except Exception:  # dead, restarting or slow: reported (and recovered), not raised
                     row.append({"replica": r, "alive": False, "node_id": None, "pid": None, "count": None})
-                    self._replicas.slots[s][r].healthy = False
+                    self._replicas.recover_later(self._replicas.slots[s][r])
             out.append(row)
         return out
 
