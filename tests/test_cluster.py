@@ -362,7 +362,7 @@ def test_killed_single_replica_fails_typed_then_recovers(sx2, data):
 def test_debian_two_shards_match_a_single_index(local_ray, debian, roots):
     """Acceptance: the shared Debian-MiniLM set, default preset, 2 shards on the 2-node cluster."""
     xb, xq, gt = debian["xb"], debian["xq"], debian["gt"][:, :10]
-    sx = ShardedIndex.create(roots / "debian", xb.shape[1], shards=2)
+    sx = ShardedIndex.create(roots / "debian", xb.shape[1], shards=2, timeout=1800)  # bounded, for a busy CI
     try:
         sx.add(xb)  # trained on the driver with all rows, like a single index's first add
         single = Index.create(None, dim=xb.shape[1])

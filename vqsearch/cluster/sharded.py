@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Conflict, DimensionMismatch, EmptyInput, InvalidInput, UnknownIds
-from ..index import Index
+from ..index import Index, IVFConfig
 from . import layout as lay
 from .checks import as_ids, as_metadata, as_vectors, null_table, preview, take_meta
 from .errors import PartialWrite, ShardUnavailable
@@ -71,15 +71,17 @@ class ShardedIndex:
         if state is not None:
             self._template.load_trained_state(state)
         self._next_id = lay.read_next_id(self._root)
-        self._groups = make_placement_groups(layout.shards, layout.replicas, REPLICA_RESOURCES, timeout)
-        actor_class = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(ShardReplica)
-        slots = [[ReplicaSlot(actor_class, s, r, str(layout.replica_path(self._root, s, r)), self._groups[s],
-                              REPLICA_RESOURCES, opts if create else None, state)
-                  for r in range(layout.replicas)] for s in range(layout.shards)]
-        self._replicas = ReplicaSet(slots, state=self._state, timeout=timeout, recover_timeout=recover_timeout)
-        try:  # wait until every replica has opened (or created) its index
-            pings = self._replicas.write({s: ("ping", (), {}) for s in range(layout.shards)})
-            failed = pings[1]
+        self._groups: list[Any] = []
+        self._replicas: ReplicaSet | None = None
+        try:
+            self._groups = make_placement_groups(layout.shards, layout.replicas, REPLICA_RESOURCES, timeout)
+            actor_class = ray.remote(concurrency_groups=CONCURRENCY_GROUPS)(ShardReplica)
+            slots = [[ReplicaSlot(actor_class, s, r, str(layout.replica_path(self._root, s, r)), self._groups[s],
+                                  REPLICA_RESOURCES, opts if create else None, state)
+                      for r in range(layout.replicas)] for s in range(layout.shards)]
+            self._replicas = ReplicaSet(slots, state=self._state, timeout=timeout, recover_timeout=recover_timeout)
+            # wait until every replica has opened (or created) its index
+            _, failed = self._replicas.write({s: ("ping", (), {}) for s in range(layout.shards)})
             if failed:
                 raise next(iter(failed.values()))
         except BaseException:
@@ -112,6 +114,8 @@ class ShardedIndex:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
         Index.create(None, dim=dim, metric=metric, preset=preset, **index_options).close()  # validate options
+        if isinstance(index_options.get("ivf"), IVFConfig):  # recorded as JSON in the layout
+            index_options["ivf"] = dict(index_options["ivf"].__dict__)
         ensure_connected(address)
         layout = lay.ClusterLayout(dim=int(dim), shards=int(shards), replicas=int(replicas), metric=str(metric),
                                    index_options={"preset": preset, **index_options})
@@ -189,7 +193,7 @@ class ShardedIndex:
         from ray.util.placement_group import remove_placement_group
 
         self._closed = True
-        if getattr(self, "_replicas", None) is not None:
+        if self._replicas is not None:
             self._replicas.close()
         for group in self._groups:
             remove_placement_group(group)
@@ -309,11 +313,11 @@ class ShardedIndex:
             if not self._template.is_trained:
                 self._train(x)
             groups = group_by_shard(ids_arr, self.shards)
-            calls, tasks = {}, []
+            calls, tasks, state = {}, [], []
             for shard, rows in enumerate(groups):
                 if rows.size:
                     part = take_meta(table, rows)
-                    encoded = self._encode(x[rows], ids_arr[rows], part)
+                    encoded = self._encode(x[rows], ids_arr[rows], part, state)
                     if isinstance(encoded, list):  # (part, row count) refs of encoding tasks
                         tasks += encoded
                         encoded = [ref for ref, _ in encoded]
@@ -327,17 +331,19 @@ class ShardedIndex:
                 self._undo(mode, calls, groups, ids_arr, failed)
         return ids_arr
 
-    def _encode(self, x: np.ndarray, ids: np.ndarray, metadata: Any) -> Any:
+    def _encode(self, x: np.ndarray, ids: np.ndarray, metadata: Any, state: list) -> Any:
         """Codes of one shard's rows: encoded here when few, else a list of Ray task results (encoded in
-        parallel on the cluster; the replicas fetch them directly)."""
+        parallel on the cluster; the replicas fetch them directly).  ``state`` caches the trained state's
+        object ref for the tasks of one write."""
         if x.shape[0] <= LOCAL_ENCODE_MAX:
             return self._template.encode(x)
         from .build import encode_remote
 
         ray = require_ray()
-        state = ray.put(self._template.trained_state())
+        if not state:
+            state.append(ray.put(self._template.trained_state()))
         opts = {"dim": self.dim, "metric": self.metric, **self._layout.index_options}
-        return [encode_remote(state, opts, ray.put(x[s:s + ENCODE_CHUNK]), ids[s:s + ENCODE_CHUNK],
+        return [encode_remote(state[0], opts, ray.put(x[s:s + ENCODE_CHUNK]), ids[s:s + ENCODE_CHUNK],
                               take_meta(metadata, np.arange(s, min(s + ENCODE_CHUNK, x.shape[0]))))
                 for s in range(0, x.shape[0], ENCODE_CHUNK)]
 
@@ -354,9 +360,10 @@ class ShardedIndex:
             committed = tuple(sorted(undo_failed))
         if not committed:
             raise error
+        remedy = ("repeat the upsert once the cause is fixed (it is idempotent)" if mode == "upsert" else
+                  "delete the ids that contains() still finds once the cause is fixed")
         raise PartialWrite(f"shard(s) {list(committed)} committed this {mode} and shard(s) {sorted(failed)} did "
-                           f"not ({error}); repeat the {mode} once the cause is fixed (it is idempotent)",
-                           committed) from error
+                           f"not ({error}); {remedy}", committed) from error
 
     def delete(self, ids: object) -> None:
         """Delete ids; raises ``UnknownIds`` (changing nothing) if any id is not in the collection."""
