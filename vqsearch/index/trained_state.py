@@ -1,9 +1,10 @@
 """A trained index state as one portable blob, and vectors encoded with it.
 
 "Train once, encode everywhere": :meth:`Index.trained_state` packs the settings that training fixed (the
-resolved config) and the fitted quantiser and IVF states into bytes; :meth:`Index.load_trained_state` gives
-another, empty index exactly that state.  Indexes sharing a state score with the same codes, so their scores
-are comparable and :class:`EncodedVectors` made by one (:meth:`Index.encode`) can be added to any other.
+resolved config) and the fitted quantiser and IVF states into bytes (:func:`pack_state`);
+:meth:`Index.load_trained_state` gives another, empty index exactly that state (:func:`adopt_state` checks
+that it fits).  Indexes sharing a state score with the same codes, so their scores are comparable and
+:class:`EncodedVectors` made by one (:meth:`Index.encode`) can be added to any other.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptData, InvalidInput
+from .config import IndexConfig
 
 _MAGIC = b"VQSTATE1"
 _HEAD = struct.Struct("<8sQ")  # magic, header length
@@ -63,6 +65,30 @@ def state_id(state: bytes) -> str:
     return hashlib.sha256(state).hexdigest()[:32]
 
 
+#: Settings a trained state must share with the index that adopts it (the codes depend on them).
+MATCHING_SETTINGS = ("dim", "metric", "scan", "rescore", "residual")
+
+
+def adopt_state(state: bytes, mine: IndexConfig) -> tuple[IndexConfig, dict[str, bytes]]:
+    """The config and blobs an untrained index with settings ``mine`` takes from ``state``.
+
+    The state must come from an index created with the same :data:`MATCHING_SETTINGS` and IVF-or-not
+    (``InvalidInput`` otherwise); its resolved IVF lists and default ``oversample`` are adopted.
+    """
+    config, blobs = unpack_state(state)
+    try:
+        theirs = IndexConfig.from_json(config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptData(f"trained state has an unreadable index config: {exc}") from None
+    for name in MATCHING_SETTINGS:
+        if getattr(theirs, name) != getattr(mine, name):
+            raise InvalidInput(f"trained state has {name}={getattr(theirs, name)!r}, this index "
+                               f"{name}={getattr(mine, name)!r}")
+    if (theirs.ivf is None) != (mine.ivf is None):
+        raise InvalidInput(f"trained state has ivf={theirs.ivf}, this index ivf={mine.ivf}")
+    return theirs, blobs
+
+
 @dataclass(frozen=True)
 class EncodedVectors:
     """Rows encoded by :meth:`Index.encode`, ready for :meth:`Index.add` / :meth:`Index.upsert` on any index
@@ -82,6 +108,13 @@ class EncodedVectors:
 
     def __len__(self) -> int:
         return int(next(iter(self.columns.values())).shape[0])
+
+    def require_state(self, expected: str | None) -> None:
+        """Raise ``InvalidInput`` unless these rows were encoded with the trained state ``expected``."""
+        if expected is None:
+            raise InvalidInput("encoded vectors need a trained index; call load_trained_state() first")
+        if self.state_id != expected:
+            raise InvalidInput("vectors were encoded with another trained state than this index's")
 
     def take(self, rows: np.ndarray) -> EncodedVectors:
         """The encoded rows at positions ``rows`` (e.g. the rows routed to one shard)."""
