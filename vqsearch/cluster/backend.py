@@ -26,6 +26,12 @@ class CollectionBackend(Protocol):
     @property
     def metric(self) -> str: ...
 
+    @property
+    def is_trained(self) -> bool: ...
+
+    @property
+    def config(self) -> Any: ...  # the vqsearch.IndexConfig every shard uses
+
     def __len__(self) -> int: ...
 
     def add(self, vectors: np.ndarray, ids: object = None, metadata: Any = None) -> np.ndarray: ...
@@ -38,6 +44,8 @@ class CollectionBackend(Protocol):
                nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
     def get_metadata(self, ids: object, columns: list[str] | None = None, *, missing: str = "raise") -> Any: ...
+
+    def reconstruct(self, ids: object) -> np.ndarray: ...
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -59,10 +67,11 @@ class LocalBackend:
 
         return Index.create(path, dim=dim, metric=metric, preset=preset, **index_options)
 
-    def open(self, path: str | Path) -> CollectionBackend:
+    def open(self, path: str | Path, *, on_corrupt: str = "raise") -> CollectionBackend:
+        """Open the collection at ``path``; ``on_corrupt="skip"`` leaves damaged segments out."""
         from ..index import Index
 
-        return Index.open(path)
+        return Index.open(path, on_corrupt=on_corrupt)  # type: ignore[arg-type]
 
 
 class RayBackend:
@@ -83,9 +92,14 @@ class RayBackend:
         return ShardedIndex.create(path, dim, shards=shards, replicas=replicas, metric=metric, preset=preset,
                                    **index_options)
 
-    def open(self, path: str | Path) -> CollectionBackend:
+    def open(self, path: str | Path, *, on_corrupt: str = "raise") -> CollectionBackend:
+        """Open the sharded collection at ``path`` (its replicas reopen their committed segments).  Damaged
+        segments are not skipped here: each replica's index reports them, and a replica is repaired alone."""
         from .sharded import ShardedIndex
 
+        if on_corrupt != "raise":
+            raise InvalidInput(f"on_corrupt={on_corrupt!r} is not available for sharded collections; repair the "
+                               "damaged replica directory instead")
         return ShardedIndex.open(path)
 
 

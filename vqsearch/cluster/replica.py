@@ -138,6 +138,9 @@ class ShardReplica:
             return pad_to_k(d, i, k, metric)
         return empty_result(queries.shape[0], k, metric)
 
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        return self._index.reconstruct(ids)
+
     def get_metadata(self, ids: np.ndarray, columns: list[str] | None) -> Any:
         return self._index.get_metadata(ids, columns, missing="null")
 

@@ -493,6 +493,20 @@ class ShardedIndex:
                 raise UnknownIds(f"{bad.size} id(s) not found: {preview(bad)}")
         return self._metadata(arr, columns)
 
+    def reconstruct(self, ids: object) -> np.ndarray:
+        """Approximate vectors of ``ids`` decoded from the stored codes → float32 (n, dim), request order; see
+        :meth:`vqsearch.Index.reconstruct` (``UnknownIds`` for ids not in the collection)."""
+        self._check_open()
+        arr = as_ids(ids)
+        groups = group_by_shard(arr, self.shards)
+        results, _ = self._replicas.read({s: ("reconstruct", (arr[rows],), {}) for s, rows in enumerate(groups)
+                                          if rows.size})
+        out = np.zeros((arr.shape[0], self.dim), dtype=np.float32)
+        for shard, rows in enumerate(groups):
+            if rows.size:
+                out[rows] = results[shard]
+        return out
+
     def _metadata(self, ids: np.ndarray, columns: list[str] | None, skip: list[int] = ()) -> Any:
         import pyarrow as pa
 
