@@ -19,9 +19,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from vqsearch.server import Settings
 from vqtest_data import REPO_ROOT, clustered
+from vqtest_ray import LocalRay
+from vqtest_server import A, LiveServer, assert_error, settings_for
 
 from vqsearch import Index, errors
+from vqsearch.cli import build_parser
 from vqsearch.cluster import SearchResult, ShardedIndex, ShardUnavailable
 from vqsearch.cluster.merge import merge_topk
 from vqsearch.cluster.routing import group_by_shard, mix64, shard_of
@@ -78,65 +82,28 @@ def test_merge_topk_is_the_topk_of_the_union(metric, rng):
 
 # ---------------------------------------------------------------- the local Ray cluster
 
+def test_serve_flag_reaches_the_settings(tmp_path):
+    args = build_parser().parse_args(["serve", "--data", str(tmp_path), "--ray-address", "auto"])
+    assert args.ray_address == "auto"
+    assert Settings.load(environ={}, data_dir=tmp_path, ray_address=args.ray_address).ray_address == "auto"
+    assert Settings.load(environ={"VQSEARCH_RAY_ADDRESS": "10.0.0.1:6379"}, data_dir=tmp_path).ray_address \
+        == "10.0.0.1:6379"
+
+
+def test_local_server_refuses_shards(tmp_path):
+    with LiveServer(settings_for(tmp_path)) as server, server.client(A) as http:
+        r = http.post("/v1/collections", json={"name": "docs", "dim": 8, "shards": 2})
+        assert_error(r, 400, "invalid_input", match="shards and replicas need a Ray cluster")
+
+
 try:
     import ray
 except ImportError:  # the tests above still run; those below skip
     ray = None
 
 pytestmark = pytest.mark.cluster
-OBJECT_STORE = 96 * 2**20
 DIM = 32
 OPTS = {"scan": "binary", "rescore": "sq8"}
-
-
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
-class LocalRay:
-    """A 2-node Ray cluster (1 CPU, small object store each) in this process; ``restart`` replaces it."""
-
-    def __init__(self, nodes: int = 2) -> None:
-        self.nodes = nodes
-        self.start()
-
-    def start(self) -> None:
-        from ray.cluster_utils import Cluster
-
-        args = {"num_cpus": 1, "object_store_memory": OBJECT_STORE}
-        self.cluster = Cluster(initialize_head=True, head_node_args=args)
-        for _ in range(self.nodes - 1):
-            self.cluster.add_node(**args)
-        self.cluster.wait_for_nodes(timeout=60)
-        ray.init(address=self.cluster.address, logging_level="ERROR", log_to_driver=False)
-
-    def stop(self) -> None:
-        before = _descendants(os.getpid())
-        ray.shutdown()
-        self.cluster.shutdown()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (before & _descendants(os.getpid())):
-            time.sleep(0.2)
-        left = before & _descendants(os.getpid())
-        assert not left, f"Ray processes survived the cluster's shutdown: {sorted(left)}"
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
 
 @pytest.fixture(scope="module")
@@ -384,6 +351,57 @@ def test_debian_two_shards_match_a_single_index(local_ray, debian, roots):
     single_recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(sids, gt)]))
     assert same >= 0.99, f"only {same:.4f} of the returned ids are the single index's"
     assert recall >= 0.95 and abs(recall - single_recall) <= 0.01, (recall, single_recall)
+
+
+def test_serve_with_ray_address_keeps_sharded_collections(local_ray, data, tmp_path):
+    """``vqsearch serve --ray-address``: the HTTP API over a sharded collection (a real uvicorn in this process
+    connected to the module's cluster, as the flag makes it)."""
+    x, queries = data
+    xb, xq = x[:1000], queries[:10]
+    ids = np.arange(1000, 2000)
+    tags = np.array(["even", "odd"])[ids % 2]
+    settings = settings_for(tmp_path / "data", ray_address=local_ray.cluster.address)
+    with LiveServer(settings) as server, server.client(A) as http:
+        r = http.post("/v1/collections", json={"name": "docs", "dim": DIM, "metric": "l2", "scan": "binary",
+                                               "rescore": "sq8", "ivf": None, "shards": 2, "replicas": 1})
+        assert r.status_code == 201, r.text
+        info = r.json()
+        assert (info["shards"], info["replicas"], info["count"], info["version"]) == (2, 1, 0, None)
+        r = http.post("/v1/collections/docs/points",
+                      json={"ids": ids.tolist(), "vectors": xb.tolist(), "metadata": {"tag": tags.tolist()}})
+        assert r.status_code == 200, r.text
+        assert r.json()["count"] == 1000
+        sx = server.app.state.vq.registry.get("docs").index  # the server's ShardedIndex
+        held = [int(ray.get(shard[0].contains.remote(ids), timeout=60).sum()) for shard in sx.actors]
+        assert held == [len(g) for g in group_by_shard(ids.astype(np.uint64), 2)] and min(held) > 0
+        # Searching every row as a rescoring candidate, the merged shards answer exactly like one Index with
+        # the collection's trained state (ids and scores).
+        single = Index.create(None, dim=DIM, metric="l2", scan="binary", rescore="sq8", ivf=None)
+        single.load_trained_state(sx.trained_state())
+        single.add(xb, ids=ids)
+        want_d, want_i = single.search(xq, k=5, oversample=200)
+        r = http.post("/v1/collections/docs/search",
+                      json={"vectors": xq.tolist(), "k": 5, "oversample": 200, "include": ["tag"]})
+        assert r.status_code == 200, r.text
+        hits = r.json()["results"]
+        np.testing.assert_array_equal([[h["id"] for h in q] for q in hits], want_i)
+        np.testing.assert_allclose([[h["score"] for h in q] for q in hits], want_d, rtol=1e-6)
+        assert all(h["metadata"]["tag"] == ("even" if h["id"] % 2 == 0 else "odd") for q in hits for h in q)
+        # Filters, point reads (with the decoded vector) and deletes go through the shards too.
+        r = http.post("/v1/collections/docs/search",
+                      json={"vectors": xq[:2].tolist(), "k": 3, "filter": {"tag": "odd"}})
+        assert r.status_code == 200 and all(h["id"] % 2 == 1 for q in r.json()["results"] for h in q)
+        r = http.get("/v1/collections/docs/points/1003", params={"vector": "true"})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(r.json()["vector"], single.reconstruct([1003])[0], rtol=1e-5, atol=1e-6)
+        assert_error(http.get("/v1/collections/docs/points/5"), 404, "unknown_ids")
+        r = http.request("DELETE", "/v1/collections/docs/points", json={"ids": [1000, 1001]})
+        assert r.status_code == 200, r.text
+        assert http.get("/v1/collections/docs").json()["count"] == 998
+        r = http.post("/v1/collections/docs/search", json={"vectors": xb[:1].tolist(), "k": 1})
+        assert r.json()["results"][0][0]["id"] != 1000
+        assert http.delete("/v1/collections/docs").status_code == 200
+    assert not (tmp_path / "data" / "collections" / "docs").exists()
 
 
 def test_whole_cluster_restart_reopens_from_disk(local_ray, sx2, replicated, data, roots):
