@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/_venv.sh
 latest=0
 if [ "${1:-}" = "--latest" ]; then latest=1; shift; fi
-vq_install "dev,models" "$latest"
+vq_install "dev,models,cluster" "$latest"
 set +e
 # Two worker processes (pytest-xdist), one test file each at a time: most tests are single-threaded
 # (numba compilation, Python), so both cores are used.  VQSEARCH_TEST_WORKERS=0 runs in one process.

@@ -34,6 +34,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
+from ..cluster.backend import backend_for
 from . import aliases, browse, collections, ops, points, search, versions, weights, whoami
 from .auth import AuthMiddleware, KeyLimits, KeyRing
 from .dashboard import mount_dashboard
@@ -88,7 +89,8 @@ def create_app(settings: Settings, *, embedders: Mapping[str, EmbedderFactory] |
 
     ``embedders`` maps embedder names to factories (default: MiniLM); tests inject fakes here.
     """
-    registry = CollectionRegistry(settings.data_dir, DEFAULT_EMBEDDERS if embedders is None else embedders)
+    registry = CollectionRegistry(settings.data_dir, DEFAULT_EMBEDDERS if embedders is None else embedders,
+                                  backend=backend_for(settings.ray_address))
     state = ServerState(settings=settings, registry=registry,
                         keyring=KeyRing(settings.api_keys, settings.read_only_keys), metrics=HttpMetrics())
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
+from ..index import Index
 from .auth import AdminAccess, ReadAccess
 from .registry import Collection
 from .schemas import CollectionCreate, CollectionInfo, CollectionList, Deleted, ErrorBody, OpenRequest, OpenResult
@@ -24,13 +25,14 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERR
 def collection_info(c: Collection) -> dict[str, Any]:
     """Settings and statistics of a collection (blocking: reads the manifest directory)."""
     st = c.index.stats()
-    versions = [{"version": v.version, "timestamp": v.timestamp, "rows": v.rows} for v in c.index.versions()]
+    retained = c.index.versions() if isinstance(c.index, Index) else []  # a sharded collection: per shard
+    versions = [{"version": v.version, "timestamp": v.timestamp, "rows": v.rows} for v in retained]
     return {"name": c.name, "dim": st["dim"], "metric": st["metric"], "scan": st["scan"], "rescore": st["rescore"],
             "ivf": st["ivf"], "residual": bool(getattr(c.index.config, "residual", False)),
             "embedder": c.embedder_name, "count": st["count"], "bytes": st["bytes"],
-            "bytes_per_vector": st["bytes_per_vector"], "segments": st["segments"], "version": st["version"],
+            "bytes_per_vector": st["bytes_per_vector"], "segments": st["segments"], "version": st.get("version"),
             "versions": versions, "metadata_columns": list(st["metadata_columns"]), "trained": st["trained"],
-            "next_id": c.index.next_id,
+            "next_id": c.index.next_id, "shards": int(st.get("shards", 1)), "replicas": int(st.get("replicas", 1)),
             "created": c.created}
 
 
@@ -40,7 +42,8 @@ async def create_collection(body: CollectionCreate, state: StateDep) -> dict[str
     """Create an empty collection.  Its quantisers (and IVF lists) are trained on the first batch written."""
     c = await state.admin(lambda: state.registry.create(
         body.name, dim=body.dim, metric=body.metric, preset=body.preset, embedder=body.embedder,
-        options=body.index_options(), replace_unavailable=body.replace_unavailable))
+        options=body.index_options(), shards=body.shards, replicas=body.replicas,
+        replace_unavailable=body.replace_unavailable))
     return await state.read(collection_info, c)
 
 

@@ -1,5 +1,9 @@
 """Collections on disk: one :class:`vqsearch.Index` per collection plus a small registry file.
 
+With ``vqsearch serve --ray-address`` a collection is a :class:`vqsearch.cluster.ShardedIndex` instead (its
+shards live in the same directory, their replicas are Ray actors); both answer the calls of
+:class:`vqsearch.cluster.backend.CollectionBackend`, through which this module creates and opens them.
+
 Layout of the data directory::
 
     <data>/collections.json         registry: name -> per-collection settings (embedder, created); aliases
@@ -48,8 +52,8 @@ from typing import Any
 
 import anyio
 
+from ..cluster.backend import CollectionBackend, LocalBackend, RayBackend
 from ..errors import AlreadyExists, Conflict, DimensionMismatch, InvalidInput, NotFound, VQSearchError
-from ..index import Index
 from ..storage.config import NAME_RE
 from ..storage.config import check_name as check_storage_name
 from .embedders import Embedder, EmbedderFactory
@@ -116,7 +120,7 @@ class Collection:
     """A served collection: its index, its settings and its single-writer lock."""
 
     name: str
-    index: Index
+    index: CollectionBackend
     embedder_name: str | None
     created: float
     factory: EmbedderFactory | None = None
@@ -140,8 +144,11 @@ class Collection:
 class CollectionRegistry:
     """The set of collections under one data directory (thread-safe; methods are blocking)."""
 
-    def __init__(self, data_dir: Path, embedders: Mapping[str, EmbedderFactory]) -> None:
+    def __init__(self, data_dir: Path, embedders: Mapping[str, EmbedderFactory], *,
+                 backend: LocalBackend | RayBackend | None = None) -> None:
         self.root = Path(data_dir)
+        #: where collections live: in this process, or as sharded indexes on a Ray cluster
+        self.backend = LocalBackend() if backend is None else backend
         self.embedders = dict(embedders)
         self._collections: dict[str, Collection] = {}
         self._entries: dict[str, dict[str, Any]] = {}
@@ -180,7 +187,7 @@ class CollectionRegistry:
 
     def _open(self, name: str, entry: Mapping[str, Any], on_corrupt: str) -> Collection | None:
         try:
-            index = Index.open(self._path(name), on_corrupt=on_corrupt)  # type: ignore[arg-type]
+            index = self.backend.open(self._path(name), on_corrupt=on_corrupt)
         except VQSearchError as exc:
             LOG.error("collection %r could not be opened: %s", name, exc)
             self._broken[name] = Unavailable(name, exc.code, exc.message or exc.code)
@@ -213,7 +220,7 @@ class CollectionRegistry:
                 c.index.close()
             self._collections.clear()
 
-    def _make(self, name: str, index: Index, entry: Mapping[str, Any]) -> Collection:
+    def _make(self, name: str, index: CollectionBackend, entry: Mapping[str, Any]) -> Collection:
         emb = entry.get("embedder")
         factory = self.embedders.get(emb) if emb else None
         if emb and factory is None:
@@ -348,12 +355,13 @@ class CollectionRegistry:
 
     # ------------------------------------------------------------ changes
     def create(self, name: str, *, dim: int | None, metric: str = "cosine", preset: str = "default",
-               embedder: str | None = None, options: Mapping[str, Any] | None = None,
-               replace_unavailable: bool = False) -> Collection:
+               embedder: str | None = None, options: Mapping[str, Any] | None = None, shards: int = 1,
+               replicas: int = 1, replace_unavailable: bool = False) -> Collection:
         """Create a collection (index directory, then registry entry); raises ``AlreadyExists``.
 
         ``options`` are :meth:`vqsearch.Index.create` arguments (scan, rescore, ivf, oversample, residual);
-        those left out come from ``preset``.  ``replace_unavailable`` replaces a collection of that name
+        those left out come from ``preset``.  ``shards`` and ``replicas`` above 1 need the Ray backend
+        (``InvalidInput`` otherwise).  ``replace_unavailable`` replaces a collection of that name
         whose index could not be opened (its data is deleted); an available one is never replaced.
         """
         check_name(name)
@@ -385,7 +393,8 @@ class CollectionRegistry:
             if path.exists():
                 LOG.warning("removing orphan index directory %s (left by an interrupted create or drop)", path)
                 shutil.rmtree(path)
-            index = Index.create(path, dim=dim, metric=metric, preset=preset, **dict(options or {}))
+            index = self.backend.create(path, dim=dim, metric=metric, preset=preset, shards=shards,
+                                        replicas=replicas, **dict(options or {}))
             entry = {"embedder": embedder, "created": time.time()}
             self._entries[name] = entry
             try:

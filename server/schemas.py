@@ -21,6 +21,8 @@ MAX_POINTS = 100_000  # per JSON request; use the Arrow stream for bulk ingest
 MAX_QUERIES = 1_024
 MAX_K = 10_000
 MAX_TEXT = 100_000  # characters per text
+MAX_SHARDS = 256
+MAX_REPLICAS = 8
 MAX_INCLUDE = 64
 MAX_SPEC = 200
 
@@ -86,6 +88,11 @@ class CollectionCreate(_Model):
         {"name": "docs", "dim": 384, "metric": "cosine", "scan": "binary", "rescore": "e8p", "embedder": None},
         {"name": "texts", "embedder": "minilm", "preset": "compact"}]})
 
+    shards: int = Field(1, ge=1, le=MAX_SHARDS, description="Shards the collection is split into (servers started "
+                        "with --ray-address only; ids route to shards by a stable hash).")
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS, description="Copies of each shard on different Ray nodes "
+                          "(servers started with --ray-address only).")
+
     def index_options(self) -> dict[str, Any]:
         """The index options the client gave (explicit nulls kept where they mean something)."""
         out: dict[str, Any] = {}
@@ -109,7 +116,8 @@ class VersionList(BaseModel):
     """The retained versions of a collection, newest first."""
 
     collection: str = Field(examples=["docs"])
-    current: int = Field(ge=0, description="The version searches read now.", examples=[7])
+    current: int | None = Field(ge=0, description="The version searches read now (null for a sharded collection: "
+                                "its shards version separately).", examples=[7])
     versions: list[VersionOut] = Field(description="Retained versions, newest first.")
 
 
@@ -129,8 +137,12 @@ class CollectionInfo(BaseModel):
     bytes: int = Field(ge=0, description="Bytes on disk of the current version.", examples=[2_600_000])
     bytes_per_vector: int = Field(ge=0, description="Code bytes a search touches per vector.", examples=[432])
     segments: int = Field(ge=0, examples=[3])
-    version: int = Field(ge=0, description="Current version.", examples=[12])
-    versions: list[VersionOut] = Field(description="Retained versions, oldest first.")
+    version: int | None = Field(ge=0, description="Current version (null for a sharded collection: each shard "
+                                "has its own).", examples=[12])
+    versions: list[VersionOut] = Field(description="Retained versions, oldest first (empty for a sharded "
+                                       "collection).")
+    shards: int = Field(1, ge=1, description="Shards (more than 1 only on a Ray cluster).", examples=[1])
+    replicas: int = Field(1, ge=1, description="Copies of each shard.", examples=[1])
     metadata_columns: list[str] = Field(examples=[["package", "section"]])
     trained: bool = Field(description="Quantisers are fitted (after the first write).", examples=[True])
     next_id: int = Field(ge=0, description="One above every id written so far (where automatic ids start).",

@@ -89,6 +89,9 @@ class Settings(BaseModel):
                             "max(1, rate) (0 = unlimited); 429 with Retry-After above.")
     models_dir: Path | None = Field(None, description="Directory of compressed models served under /v1/models.")
     demo_debian: Path | None = Field(None, description="Load the shared Debian-MiniLM set as collection 'debian'.")
+    ray_address: str | None = Field(None, min_length=1, description="Keep collections as sharded indexes on the "
+                                    "Ray cluster at this address ('auto': the cluster this machine belongs to; "
+                                    "needs the cluster extra); collections then take 'shards' and 'replicas'.")
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug|trace)$")
     access_log: bool = Field(False, description="Log one line per request (uvicorn's access log); request counts "
                              "and latencies are always in /metrics.")

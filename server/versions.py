@@ -21,11 +21,11 @@ router = APIRouter(prefix="/v1/collections/{name}", tags=["collections"], respon
 
 def version_list(c: Collection) -> dict[str, Any]:
     """``{"collection", "current", "versions"}`` with the versions newest first (blocking: reads manifests)."""
-    current = c.index.stats()["version"]  # (stats reads the manifest only)
+    current = c.index.stats().get("version")  # (stats reads the manifest only; none for a sharded collection)
     versions = [{"version": int(v.version), "timestamp": float(v.timestamp), "rows": int(v.rows)}
                 for v in c.index.versions()]
     versions.sort(key=lambda v: -v["version"])
-    return {"collection": c.name, "current": int(current), "versions": versions}
+    return {"collection": c.name, "current": None if current is None else int(current), "versions": versions}
 
 
 @router.get("/versions", response_model=VersionList, dependencies=[ReadAccess], summary="List retained versions")

@@ -288,7 +288,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = Settings.load(data_dir=args.data, host=args.host, port=args.port, api_keys=tuple(args.api_key or ()),
                              read_only_keys=tuple(args.read_only_key or ()), search_threads=args.search_threads,
-                             demo_debian=args.demo_debian, models_dir=args.models_dir, log_level=args.log_level)
+                             demo_debian=args.demo_debian, models_dir=args.models_dir, log_level=args.log_level,
+                             ray_address=args.ray_address)
     serve(settings)
     return 0
 
@@ -408,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models-dir", default=None, metavar="DIR",
                    help="directory of compressed models served under /v1/models (env VQSEARCH_MODELS_DIR)")
     s.add_argument("--log-level", default=None, help="log level (default info)")
+    s.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="keep collections as sharded indexes on this Ray cluster ('auto' = the cluster this "
+                        "machine belongs to; env VQSEARCH_RAY_ADDRESS; needs the cluster extra)")
     s.set_defaults(func=_cmd_serve)
 
     # weights: compress | decompress | info.  Handlers turn the Namespace into typed API arguments here.

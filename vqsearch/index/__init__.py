@@ -5,6 +5,7 @@ from .index import Index
 from .ivf import IVFConfig
 from .metric import METRICS, Metric, MetricLike, get_metric
 from .results import SearchResult
+from .trained_state import EncodedVectors
 
-__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "METRICS", "PRESETS", "IVFConfig", "Index",
-           "IndexConfig", "Metric", "MetricLike", "SearchResult", "get_metric"]
+__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "METRICS", "PRESETS", "EncodedVectors", "IVFConfig",
+           "Index", "IndexConfig", "Metric", "MetricLike", "SearchResult", "get_metric"]

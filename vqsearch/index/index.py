@@ -14,6 +14,7 @@ This module is the facade: lifecycle, writes and lookups.  The pieces live next 
 * :mod:`.config` — :class:`IndexConfig`, the presets and defaults;
 * :mod:`.metric` — everything that differs between ``cosine``, ``ip`` and ``l2``;
 * :mod:`.codecs` — the fitted quantisers: training, loading, encoding rows;
+* :mod:`.trained_state` — the trained state as one portable blob, and rows encoded with it elsewhere;
 * :mod:`.searcher` — one search over a pinned snapshot (scan, filtered exact search, rescoring);
 * :mod:`.scanners` — the first-stage scan of each quantiser family;
 * :mod:`.selection` and :mod:`.rowref` — top-k of candidates and the packed row references;
@@ -43,6 +44,7 @@ from .metric import Metric, MetricLike, get_metric
 from .protocols import SnapshotLike, StoreLike
 from .results import SearchResult, padded
 from .searcher import Searcher, SegmentCache
+from .trained_state import EncodedVectors, adopt_state, pack_state, state_id
 
 __all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "PRESETS", "Index", "IndexConfig", "SearchResult"]
 
@@ -60,6 +62,7 @@ class Index:
         if tmpdir is not None:
             weakref.finalize(self, shutil.rmtree, tmpdir, True)
         self._codecs: Codecs | None = None
+        self._state_id: str | None = None  # cached hash of trained_state(); reset whenever _codecs changes
         self._segments = SegmentCache()
         self._next_id: int | None = None
         self._closed = False
@@ -217,10 +220,14 @@ class Index:
         return get_metric(self._config.metric)
 
     # ------------------------------------------------------------ training
+    def _set_codecs(self, codecs: Codecs | None) -> None:
+        self._codecs = codecs
+        self._state_id = None
+
     def _load_trained(self) -> None:
         blobs = self._store.blobs
         if "scan" in blobs:
-            self._codecs = Codecs.from_blobs(blobs, self._config)
+            self._set_codecs(Codecs.from_blobs(blobs, self._config))
 
     def train(self, x: np.ndarray) -> Index:
         """Fit the scan/rescore quantisers (and IVF centroids) on a sample; the first ``add`` does it if needed."""
@@ -233,6 +240,37 @@ class Index:
         self._store.set_config(config=cfg.to_json(), blobs=blobs)
         self._config = cfg
         self._load_trained()
+        return self
+
+    def trained_state(self) -> bytes:
+        """The trained state (resolved settings + fitted quantiser and IVF states) as one portable blob, for
+        :meth:`load_trained_state` on other indexes: "train once, encode everywhere"."""
+        self._snapshot()  # closed: raise
+        if not self.is_trained:
+            raise InvalidInput("the index is not trained yet; call train() or add() first")
+        return pack_state(self._config.to_json(), self._store.blobs)
+
+    @property
+    def state_id(self) -> str | None:
+        """Content hash of :meth:`trained_state` (``None`` before training); equal ids score identically."""
+        if self._state_id is None and self.is_trained:
+            self._state_id = state_id(self.trained_state())
+        return self._state_id
+
+    def load_trained_state(self, state: bytes) -> Index:
+        """Give this empty, untrained index the state of another (:meth:`trained_state`) instead of training.
+
+        The state must come from an index created with the same ``dim``, ``metric``, ``scan``, ``rescore``,
+        ``residual`` and IVF-or-not; its resolved IVF lists and default ``oversample`` are adopted.
+        """
+        self._snapshot()  # closed: raise
+        if self.is_trained:
+            raise InvalidInput("index is already trained; quantisers are frozen once codes exist")
+        cfg, blobs = adopt_state(state, self._config)
+        codecs = Codecs.from_blobs(blobs, cfg)  # parses every blob before anything is committed
+        self._store.set_config(config=cfg.to_json(), blobs=blobs)
+        self._config = cfg
+        self._set_codecs(codecs)
         return self
 
     # ------------------------------------------------------------ writes
@@ -249,11 +287,28 @@ class Index:
             raise InvalidInput(f"got {arr.shape[0]} ids for {n} vectors")
         return arr.astype(np.uint64)
 
-    def _write(self, vectors: np.ndarray, ids: object, metadata: Any, *, upsert: bool,
+    def encode(self, vectors: np.ndarray) -> EncodedVectors:
+        """Encode vectors with this index's trained state without writing them; pass the result to ``add`` or
+        ``upsert`` of any index with the same :attr:`state_id` (e.g. encode on many workers, commit on one)."""
+        self._snapshot()  # closed: raise
+        codecs = self._codecs
+        if codecs is None:
+            raise InvalidInput("the index is not trained yet; call train() or load_trained_state() first")
+        x = self._metric.prepare(as_float_matrix(vectors, d=self.dim, name="vectors", allow_empty=False))
+        with parallel.threads_for():
+            columns, extra = codecs.encode_rows(x, self._metric)
+        return EncodedVectors(self.state_id, columns, extra)
+
+    def _write(self, vectors: np.ndarray | EncodedVectors, ids: object, metadata: Any, *, upsert: bool,
                progress: bool | None) -> np.ndarray:
         self._snapshot()  # closed: raise before any work
-        x = as_float_matrix(vectors, d=self.dim, name="vectors", allow_empty=False)
-        n = x.shape[0]
+        encoded = vectors if isinstance(vectors, EncodedVectors) else None
+        if encoded is not None:
+            encoded.require_state(self.state_id)
+            n = len(encoded)
+        else:
+            x = as_float_matrix(vectors, d=self.dim, name="vectors", allow_empty=False)
+            n = x.shape[0]
         if ids is None:
             if upsert:
                 raise InvalidInput("upsert needs explicit ids")
@@ -263,25 +318,30 @@ class Index:
             ids_arr = self._ids_array(ids, n)
         if np.unique(ids_arr).shape[0] != n:
             raise InvalidInput("duplicate ids in one batch")
-        x = self._metric.prepare(x)
-        bar = _progress_bar(n, progress)
         blobs = new_cfg = None
         old_cfg = self._config
+        bar = None
+        if encoded is not None:
+            columns, extra = encoded.columns, encoded.extra
+        else:
+            x = self._metric.prepare(x)
+            bar = _progress_bar(n, progress)
         try:
-            with parallel.threads_for():
-                if not self.is_trained:  # train on this batch; the states are committed with its rows
-                    _describe(bar, "training")
-                    blobs, new_cfg = fit_codecs(x, self._config)
-                    self._config = new_cfg
-                    self._codecs = Codecs.from_blobs(blobs, new_cfg)
-                _describe(bar, "encoding")
-                columns, extra = self._codecs.encode_rows(x, self._metric, bar)
+            if encoded is None:
+                with parallel.threads_for():
+                    if not self.is_trained:  # train on this batch; the states are committed with its rows
+                        _describe(bar, "training")
+                        blobs, new_cfg = fit_codecs(x, self._config)
+                        self._config = new_cfg
+                        self._set_codecs(Codecs.from_blobs(blobs, new_cfg))
+                    _describe(bar, "encoding")
+                    columns, extra = self._codecs.encode_rows(x, self._metric, bar)
             _describe(bar, "writing")
             self._store.write(ids_arr, columns, vectors=None, metadata=metadata, extra=extra or None,
                               upsert=upsert, blobs=blobs, config=None if new_cfg is None else new_cfg.to_json())
         except Exception:
             if blobs is not None:  # nothing was committed: forget the trained state
-                self._codecs = None
+                self._set_codecs(None)
                 self._config = old_cfg
             raise
         finally:
@@ -305,9 +365,10 @@ class Index:
             self._next_id = top + 1
         return self._next_id
 
-    def add(self, vectors: np.ndarray, ids: object = None, metadata: Any = None, *,
+    def add(self, vectors: np.ndarray | EncodedVectors, ids: object = None, metadata: Any = None, *,
             progress: bool | None = None) -> np.ndarray:
-        """Add vectors (float (n, dim)); returns their uint64 ids (new ids are assigned when ``ids`` is None).
+        """Add vectors (float (n, dim), or :class:`EncodedVectors` from :meth:`encode`); returns their uint64 ids
+        (new ids are assigned when ``ids`` is None).
 
         Adding an id that already exists raises; use :meth:`upsert` to replace.  The first add trains the
         quantisers on (a sample of) its vectors unless :meth:`train` was called.  ``metadata`` may carry
@@ -318,7 +379,7 @@ class Index:
         """
         return self._write(vectors, ids, metadata, upsert=False, progress=progress)
 
-    def upsert(self, vectors: np.ndarray, ids: object, metadata: Any = None, *,
+    def upsert(self, vectors: np.ndarray | EncodedVectors, ids: object, metadata: Any = None, *,
                progress: bool | None = None) -> np.ndarray:
         """Insert or replace vectors by id (the newest write wins); ``progress`` as in :meth:`add`."""
         return self._write(vectors, ids, metadata, upsert=True, progress=progress)
@@ -458,6 +519,10 @@ class Index:
         return SearchResult(dist, ids, snap.metadata(ids.ravel(), list(include), missing="null"))
 
     # ------------------------------------------------------------ lookups by id
+    def contains(self, ids: object) -> np.ndarray:
+        """Bool mask (n,): which of ``ids`` are in the index (one pinned snapshot)."""
+        return self._snapshot().contains(ids)
+
     def get_metadata(self, ids: object, columns: list[str] | None = None, *,
                      missing: Literal["raise", "null"] = "raise") -> Any:
         """Metadata rows of ``ids`` (a ``pyarrow.Table``, request order), read from one pinned snapshot.
