@@ -351,6 +351,7 @@ def compress(
     calibration_options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    finetune: Any = False,
 ) -> ModelInfo:
     """Compress a safetensors model into Arrow shards (resumable); returns the model's info.
 
@@ -391,7 +392,19 @@ def compress(
         Replace a different job found in ``dst`` instead of raising ``Conflict``.
     progress : bool, default True
         tqdm progress bars.
+    finetune : bool, mapping or FinetuneOptions, default False
+        Fine-tune after rounding (:mod:`.finetune`, needs calibration texts and the models
+        extra): scales, float16 leftovers and codes are tuned so that the compressed model's
+        outputs match the float model's; formats and bits are unchanged.  A mapping sets options.
     """
+    if finetune is not False and finetune is not None:
+        from .finetune import FinetuneOptions, compress_finetuned
+
+        options = FinetuneOptions.of(finetune)
+        kwargs = dict(format=format, target_bits=target_bits, allocate=allocate, calibration=calibration,
+                      candidates=candidates, small_tensor=small_tensor, shard_size=shard_size, damp=damp, seed=seed,
+                      calibration_options=calibration_options)
+        return compress_finetuned(src, dst, calibration, options, kwargs, overwrite=overwrite, progress=progress)
     t_start = time.perf_counter()
     if format is not None and not isinstance(format, (str, Mapping)):
         raise InvalidSpec(f"format must be a spec string or a mapping of glob -> spec, got {type(format).__name__}")
@@ -416,7 +429,7 @@ def compress(
     elif isinstance(calibration, CalibrationStats):
         stats = calibration
     else:
-        from .calibration import collect
+        from .causal_lm import collect_any as collect
 
         stats = collect(source.folder, list(calibration), progress=progress, **dict(calibration_options or {}))
     plan, alloc_report = _plan(source, fmt_map, target_bits, allocate, candidates, stats, small_tensor,
