@@ -12,11 +12,12 @@ What is trained (the ideas of QuIP#/QTIP fine-tuning and PV-Tuning; quantizers.m
   archive (LayerNorms, biases, small tensors);
 * **discrete codes** (the "V step", PV-Tuning's linearised update restricted to a few groups):
   every ``code_every`` steps the gradient g of the loss with respect to the normalised code values
-  U (averaged over those steps, with an Adam-like diagonal D = √E[g²]) defines a target
-  U − η·g/D; the tiles with the largest predicted gain are re-encoded with the tensor's **own**
+  U (averaged over those steps, scaled by the tensor's RMS gradient D) defines a target U − η·g/D;
+  the tiles with the largest predicted gain are re-encoded with the tensor's **own**
   quantiser (nearest codeword / Viterbi path to the target), and a tile's new code is kept only
-  if it lowers the proximal objective ⟨g, ΔU⟩ + ‖ΔU‖²_D / 2η, at most ``code_fraction`` of the
-  tiles per step.  Formats, tile shapes and code sizes never change.
+  if it lowers the proximal objective ⟨g, ΔU⟩ + D‖ΔU‖² / 2η, at most ``code_fraction`` of the
+  tiles per step; the whole step is kept only if the loss on two probe batches drops (else it is
+  undone and η halves).  Formats, tile shapes and code sizes never change.
 
 Stages, in order (each reports the loss over all calibration batches before and after it):
 
@@ -65,17 +66,17 @@ CHECKPOINT = "state.pt"
 class FinetuneOptions:
     """Knobs of fine-tuning (defaults: MiniLM-sized models in a few minutes on 2 cores)."""
 
-    embed_steps: int = 40
-    block_steps: int = 60
-    e2e_steps: int = 240
+    embed_steps: int = 30
+    block_steps: int = 40
+    e2e_steps: int = 100
     batch_size: int = 16
     lr_scale: float = 2e-3
     lr_float: float = 2e-4
-    code_every: int = 20
-    code_step: float = 0.5
+    code_every: int = 10
+    code_step: float = 1.0
     code_fraction: float = 0.01
-    max_seq_length: int = 128
-    time_budget: float = 240.0
+    max_seq_length: int = 64
+    time_budget: float = 200.0
     seed: int = 0
 
     @classmethod
@@ -197,7 +198,6 @@ class Tuner:
         self.checkpoint = Path(checkpoint)
         self.progress = progress
         torch.manual_seed(options.seed)
-        self.rng = np.random.default_rng(options.seed)
         self.adapter = adapter_for(folder, options.max_seq_length)
         self.float_model = self.adapter.load()
         self.float_model.eval()
@@ -225,6 +225,7 @@ class Tuner:
         self.batches = self.adapter.batches(texts, options.batch_size)
         self.stages = ["embeddings"] + [f"block.{i}" for i in range(len(self.blocks_q))] + ["end-to-end"]
         self.deadline = time.perf_counter() + options.time_budget
+        self.eta = options.code_step
         self.truncated = False
 
     # ------------------------------------------------------------------ parameters of a stage
@@ -383,7 +384,10 @@ class Tuner:
             qp.u.requires_grad_(codes)
         acc = {qp.name: [torch.zeros_like(qp.u), torch.zeros_like(qp.u), 0] for qp in quant} if codes else {}
         changed = 0
-        order = self.rng.permutation(n)
+        # Per-stage random state and step size: a resumed run repeats exactly what an uninterrupted one does.
+        rng = np.random.default_rng([self.opt.seed, self.stages.index(stage)])
+        self.eta = self.opt.code_step
+        order = rng.permutation(n)
         done = 0
         iterator: Any = range(steps)
         if self.progress:
@@ -395,7 +399,7 @@ class Tuner:
                 self.truncated = True
                 break
             if step and step % n == 0:
-                order = self.rng.permutation(n)
+                order = rng.permutation(n)
             adam.zero_grad(set_to_none=True)
             loss = loss_fn(int(order[step % n]))
             loss.backward()
@@ -409,45 +413,29 @@ class Tuner:
             adam.step()
             done += 1
             if codes and (step + 1) % self.opt.code_every == 0:
-                changed += self._code_step(quant, acc)
+                probes = [int(order[(step + 1 + k) % n]) for k in range(2)]
+                changed += self._code_step(quant, acc, loss_fn, probes)
         for qp in quant:
             qp.u.requires_grad_(False)
             qp.u.grad = None
         return {"steps": done, "codes_changed": int(changed), "seconds": time.perf_counter() - t0}
 
-    def _code_step(self, quant, acc) -> int:
-        """The V step of the module docstring on every tensor of ``quant``; returns the tiles changed."""
-        changed = 0
-        eta = self.opt.code_step
+    def _code_step(self, quant, acc, loss_fn, probes) -> int:
+        """The V step on every tensor of ``quant`` (gradients averaged since the last one), kept only if the
+        loss on the probe batches drops; η halves after a rejected step and grows by 1.25× after a kept one."""
+        steps = []
         for qp in quant:
             gsum, g2sum, cnt = acc[qp.name]
-            if cnt == 0:
-                continue
-            g = (gsum / cnt).numpy()
-            d = np.sqrt((g2sum / cnt).numpy())
+            if cnt:
+                steps.append((qp, (gsum / cnt).numpy(), (g2sum / cnt).numpy()))
             acc[qp.name] = [self.torch.zeros_like(qp.u), self.torch.zeros_like(qp.u), 0]
-            sq = qp.sq
-            d = d + 1e-3 * float(d.mean()) + 1e-30
-            u = qp.u.detach().numpy()
-            gt, dt = sq.tiles_of(g), sq.tiles_of(d)
-            score = np.sum(gt * gt / dt, axis=1)
-            budget = int(math.floor(self.opt.code_fraction * sq.n_tiles))
-            live = int(np.count_nonzero(score > 0))
-            if budget == 0 or live == 0:
-                continue
-            ncand = min(live, 4 * budget)
-            cand = np.sort(np.argpartition(-score, ncand - 1)[:ncand])
-            target = u - eta * g / d
-            sym, vals = sq.reencode(target, cand)
-            du = vals - sq.tiles_of(u)[cand]
-            obj = np.sum(gt[cand] * du + dt[cand] * du * du / (2 * eta), axis=1)
-            good = np.flatnonzero(obj < 0)
-            if good.size > budget:
-                good = good[np.argsort(obj[good], kind="stable")[:budget]]
-            good = np.sort(good)
-            sq.accept(cand[good], sym[good])
-            qp.sync_codes()
-            changed += int(good.size)
+
+        def evaluate():
+            with self.torch.no_grad():
+                return float(sum(float(loss_fn(j)) for j in probes))
+
+        changed, kept = pv_round(steps, self.eta, self.opt.code_fraction, evaluate)
+        self.eta = min(self.opt.code_step * 4, self.eta * 1.25) if kept else self.eta * 0.5
         return changed
 
     # ------------------------------------------------------------------ checkpoints and output
@@ -510,6 +498,68 @@ class Tuner:
                 w = source.get(name)
                 info["sqnr_db"] = _json_float(sqnr_db(w, decode_tensor(arrays, meta)))
             yield name, arrays, meta, info
+
+
+def code_step(qp, g: np.ndarray, g2: np.ndarray, eta: float, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """PV-Tuning's linearised V step on one quantised tensor; returns (re-encoded tiles, their old symbols).
+
+    ``g``: mean gradient of the loss with respect to the normalised values U (m_pad × n_pad);
+    ``g2``: mean squared gradient (D = √mean(g2) scales the step of the whole tensor).  Candidates are the
+    ``4 × fraction`` of tiles with the largest predicted gain Σ g²/D; each is re-encoded towards
+    U − η·g/D with the tensor's own quantiser and kept if ⟨g, ΔU⟩ + Σ D·ΔU²/2η < 0, best first,
+    at most ``fraction`` of the tiles.  ``qp.sq.accept(tiles, old)`` + ``qp.sync_codes()`` undo it.
+    """
+    sq = qp.sq
+    none = (np.zeros(0, dtype=np.int64), sq.symbols[:0].copy())
+    # One preconditioner per tensor (the RMS gradient): within a tensor the step follows the gradient
+    # itself, so weights whose gradient is large move furthest (an element-wise Adam scaling would turn
+    # it into a sign step, which overshoots along correlated directions).
+    d = np.full_like(g, float(np.sqrt(np.mean(g2))) + 1e-30)
+    u = qp.u.detach().numpy()
+    gt, dt = sq.tiles_of(g), sq.tiles_of(d)
+    score = np.sum(gt * gt / dt, axis=1)
+    budget = max(1, int(math.floor(fraction * sq.n_tiles))) if fraction > 0 else 0
+    live = int(np.count_nonzero(score > 0))
+    if budget == 0 or live == 0:
+        return none
+    ncand = min(live, 4 * budget)
+    cand = np.sort(np.argpartition(-score, ncand - 1)[:ncand])
+    sym, vals = sq.reencode(u - eta * g / d, cand)
+    du = vals - sq.tiles_of(u)[cand]
+    obj = np.sum(gt[cand] * du + dt[cand] * du * du / (2 * eta), axis=1)
+    good = np.flatnonzero(obj < 0)
+    if good.size > budget:
+        good = good[np.argsort(obj[good], kind="stable")[:budget]]
+    good = np.sort(good)
+    if good.size == 0:
+        return none
+    old = sq.accept(cand[good], sym[good])
+    qp.sync_codes()
+    return cand[good], old
+
+
+def pv_round(steps: list[tuple[Any, np.ndarray, np.ndarray]], eta: float, fraction: float,
+             evaluate) -> tuple[int, bool]:
+    """One V step on several tensors, kept only if it lowers ``evaluate()`` (the loss on a few probe batches).
+
+    ``steps``: (QuantParam, mean gradient, mean squared gradient) per tensor.  Returns (tiles changed,
+    kept?).  The check makes the discrete step safe whatever the step size; the caller adapts η.
+    """
+    before = evaluate()
+    undo = []
+    for qp, g, g2 in steps:
+        ids, old = code_step(qp, g, g2, eta, fraction)
+        if ids.size:
+            undo.append((qp, ids, old))
+    if not undo:
+        return 0, False
+    changed = sum(int(ids.size) for _, ids, _ in undo)
+    if evaluate() < before:
+        return changed, True
+    for qp, ids, old in undo:
+        qp.sq.accept(ids, old)
+        qp.sync_codes()
+    return 0, False
 
 
 def _json_float(v: float) -> Any:

@@ -157,16 +157,18 @@ class StoredQuantised:
         sym = np.clip(np.rint(tiles), -1, 1).astype(np.int8)
         return sym, sym.astype(np.float32)
 
-    def accept(self, tile_ids: np.ndarray, sym: np.ndarray) -> None:
-        """Store re-encoded symbols of ``tile_ids`` (from :meth:`reencode`)."""
-        if tile_ids.size == 0:
-            return
+    def accept(self, tile_ids: np.ndarray, sym: np.ndarray) -> np.ndarray:
+        """Store re-encoded symbols of ``tile_ids`` (from :meth:`reencode`); returns the previous ones
+        (``accept(tile_ids, previous)`` undoes it)."""
         if self.fmt.kind == "vq":
+            old = self.symbols[tile_ids].copy()
             self.symbols[tile_ids] = sym
-            return
+            return old
         tiles = self.tiles_of(self.symbols)  # element formats: tiles are (1 × c) groups of a row
+        old = tiles[tile_ids].copy()
         tiles[tile_ids] = sym
         self.symbols = from_tiles(tiles, self.m_pad, self.n_pad, self.r, self.c).astype(self.symbols.dtype)
+        return old
 
     # ------------------------------------------------------------------ writing
     def record(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -96,8 +96,10 @@ class QuantParam(_module_base()):  # type: ignore[misc]
 
     def _rows(self, u, s):
         sq = self.sq
-        full = s.repeat_interleave(sq.block, dim=1)[:, : sq.n_pad]
-        w = (u[:, : sq.n_pad] * full)[:, : sq.nw]
+        if s.shape[1] == 1:  # one scale per row: broadcast
+            w = (u * s)[:, : sq.nw]
+        else:
+            w = (u * s.repeat_interleave(sq.block, dim=1)[:, : sq.n_pad])[:, : sq.nw]
         return self.rht(w) if self.rht is not None else w[:, : sq.n]
 
     def weight(self):
