@@ -16,7 +16,7 @@ A plot of cos q against bits/param is written to ``benchmarks/weights_finetune.p
 
 Run::
 
-    python benchmarks/weights_finetune.py                     # all rows, ~25 min on a quiet 2-core machine
+    python benchmarks/weights_finetune.py                     # all rows, ~30 min on a quiet 2-core machine
     VQSEARCH_FT_ONLY=2.0 python benchmarks/weights_finetune.py  # rows whose label contains this
 """
 
@@ -43,8 +43,6 @@ CONFIGS: list[tuple[str, dict]] = [
     ("fisher 2.0 +LDLQ", {"target_bits": 2.0}),
     ("fisher 2.0 +LDLQ +FT", {"target_bits": 2.0, "finetune": True}),
     ("fisher 2.1 +LDLQ +FT", {"target_bits": 2.1, "finetune": True}),
-    ("trellis 2 L12 +LDLQ", {"format": "trellis:bits=2,L=12"}),
-    ("trellis 2 L12 +LDLQ +FT", {"format": "trellis:bits=2,L=12", "finetune": True}),
     ("fisher 2.5 +LDLQ", {"target_bits": 2.5}),
     ("fisher 2.5 +LDLQ +FT", {"target_bits": 2.5, "finetune": True}),
     ("fisher 3.0 +LDLQ", {"target_bits": 3.0}),
