@@ -31,9 +31,10 @@ Stages, in order (each reports the loss over all calibration batches before and 
    distributions (causal LMs, :mod:`.causal_lm`).
 
 Deterministic given ``seed`` (batch order, initial state; torch on CPU), bounded by
-``time_budget`` seconds (remaining steps are skipped once it is spent; the report says so, and such
-a run is no longer reproducible), resumable: the state after each stage is checkpointed in
-``dst/_finetune`` and an interrupted run continues after the last finished stage.
+``time_budget`` seconds of fine-tuning (calibration and rounding come before it; remaining steps are
+skipped once the budget is spent, the report says so, and such a run is no longer reproducible),
+resumable: the state after each stage is checkpointed in ``dst/_finetune`` and an interrupted run
+continues after the last finished stage.
 """
 
 from __future__ import annotations
@@ -315,7 +316,7 @@ class Tuner:
                 self._advance(int(stage.split(".")[1]), states)
             self._save(k + 1, history)
         return {"stages": history, "seconds": time.perf_counter() - t0, "truncated_by_time_budget": self.truncated,
-                "batches": n, "texts_fingerprint": None, "frozen": self.frozen}
+                "batches": n, "frozen": self.frozen}
 
     def _embed_loss_fn(self, states):
         def fn(j):
