@@ -19,7 +19,7 @@ What is trained (the ideas of QuIP#/QTIP fine-tuning and PV-Tuning; quantizers.m
   tiles per step; the whole step is kept only if the loss on two probe batches drops (else it is
   undone and η halves).  Formats, tile shapes and code sizes never change.
 
-Stages, in order (each reports the loss over all calibration batches before and after it):
+Stages, in order (each reports its loss on up to 8 calibration batches before and after it):
 
 1. ``embeddings`` — everything before the first transformer block, against the float model's
    input to that block;
@@ -61,15 +61,19 @@ from .shards import JOURNAL, MANIFEST, SHARD_DIR, read_manifest
 log = logging.getLogger(__name__)
 WORK_DIR = "_finetune"
 CHECKPOINT = "state.pt"
+#: Batches the per-stage loss (before / after) is measured on.
+EVAL_BATCHES = 8
+#: Steps before each V step whose code gradients are averaged.
+_CODE_GRAD_STEPS = 5
 
 
 @dataclass
 class FinetuneOptions:
     """Knobs of fine-tuning (defaults: MiniLM-sized models in a few minutes on 2 cores)."""
 
-    embed_steps: int = 30
-    block_steps: int = 40
-    e2e_steps: int = 100
+    embed_steps: int = 20
+    block_steps: int = 30
+    e2e_steps: int = 80
     batch_size: int = 16
     lr_scale: float = 2e-3
     lr_float: float = 2e-4
@@ -368,8 +372,10 @@ class Tuner:
         return fn
 
     def _eval(self, loss_fn, n: int) -> float:
+        """Mean stage loss over (up to ``EVAL_BATCHES`` evenly spaced) calibration batches."""
+        picks = np.unique(np.linspace(0, n - 1, min(n, EVAL_BATCHES)).round().astype(int))
         with self.torch.no_grad():
-            return float(np.mean([float(loss_fn(j)) for j in range(n)]))
+            return float(np.mean([float(loss_fn(int(j))) for j in picks]))
 
     def _train(self, stage: str, loss_fn, steps: int, n: int) -> dict[str, Any]:
         torch = self.torch
@@ -381,8 +387,6 @@ class Tuner:
         t0 = time.perf_counter()
         adam = torch.optim.Adam(groups)
         codes = self.opt.code_fraction > 0 and bool(quant)
-        for qp in quant:
-            qp.u.requires_grad_(codes)
         acc = {qp.name: [torch.zeros_like(qp.u), torch.zeros_like(qp.u), 0] for qp in quant} if codes else {}
         changed = 0
         # Per-stage random state and step size: a resumed run repeats exactly what an uninterrupted one does.
@@ -402,9 +406,13 @@ class Tuner:
             if step and step % n == 0:
                 order = rng.permutation(n)
             adam.zero_grad(set_to_none=True)
+            # Code gradients only over the last few steps before each V step (they cost ~40 % of a step).
+            window = codes and (step % self.opt.code_every) >= self.opt.code_every - _CODE_GRAD_STEPS
+            for qp in quant if codes else ():
+                qp.u.requires_grad_(window)
             loss = loss_fn(int(order[step % n]))
             loss.backward()
-            for qp in quant if codes else ():
+            for qp in quant if window else ():
                 if qp.u.grad is not None:
                     a = acc[qp.name]
                     a[0] += qp.u.grad
