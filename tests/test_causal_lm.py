@@ -103,7 +103,7 @@ def test_finetune_causal_lm_lowers_kl(tiny, tmp_path):
     """Fine-tuning through the causal-LM adapter: per-stage losses reported, end-to-end KL not worse."""
     out = tmp_path / "ft"
     opts = {"embed_steps": 4, "block_steps": 6, "e2e_steps": 12, "batch_size": 4, "max_seq_length": 32,
-            "code_every": 3, "code_fraction": 0.05}
+            "code_every": 3, "code_fraction": 0.05, "time_budget": 3600}
     res = weights.compress(tiny / "model.safetensors", out, format="e8p:bits=2", calibration=TEXTS,
                            small_tensor=1024, calibration_options={"max_seq_length": 32, "batch_size": 4},
                            finetune=opts, progress=False)

@@ -128,7 +128,7 @@ def test_options_validation():
 # ----------------------------------------------------------------------------- whole runs
 pytest.importorskip("transformers")
 TINY_OPTS = {"embed_steps": 3, "block_steps": 4, "e2e_steps": 8, "batch_size": 4, "max_seq_length": 32,
-             "code_every": 2, "code_fraction": 0.05}
+             "code_every": 2, "code_fraction": 0.05, "time_budget": 3600}
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +165,7 @@ def test_finetune_keeps_layout_is_deterministic_and_resumes(tiny, tmp_path, monk
     assert manifest["config"]["finetune"]["e2e_steps"] == 8
     assert not (tmp_path / "a" / finetune.WORK_DIR).exists()
     stages = manifest["finetune"]["stages"]
+    assert manifest["finetune"]["truncated_by_time_budget"] is False  # else the run is not reproducible
     assert [s["stage"] for s in stages] == ["embeddings", "block.0", "block.1", "block.2", "end-to-end"]
     assert all(s["loss_after"] <= s["loss_before"] for s in stages)
     assert stages[-1]["loss_after"] < stages[-1]["loss_before"]
