@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 import faiss
-import numba
 import numpy as np
 from bench_common import banner, table
 
 import vqsearch
+from vqsearch.eval import recall_at_k
 
 N = int(os.environ.get("VQSEARCH_IVF_N", 1_000_000))
 D = 384
@@ -59,7 +59,7 @@ def rss_mb() -> float:
 
 
 def main() -> None:
-    numba.set_num_threads(THREADS)
+    vqsearch.set_num_threads(THREADS)
     faiss.omp_set_num_threads(THREADS)
     banner(f"IVF at scale: {N:,} × {D} synthetic clustered vectors, nlist={NLIST}")
     rng = np.random.default_rng(0)
@@ -102,7 +102,7 @@ def main() -> None:
                 t = time.perf_counter()
                 idx.search(xq[i:i + 1], k=K, nprobe=nprobe)
                 lat.append(time.perf_counter() - t)
-            rec = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(ids, gt)]))
+            rec = recall_at_k(ids, gt, K)
             rows.append([f"vqsearch IVF{NLIST} {stats['scan']}→{stats['rescore']} nprobe={nprobe}",
                          stats["bytes_per_vector"], rec, qps, float(np.median(lat) * 1e3)])
         idx.close()
@@ -120,7 +120,7 @@ def main() -> None:
         t = time.perf_counter()
         _, ids = fx.search(xq, K)
         qps = NQ / (time.perf_counter() - t)
-        rec = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(ids, gt)]))
+        rec = recall_at_k(ids, gt, K)
         rows.append([f"faiss IVF{NLIST},PQ96x4fs nprobe={nprobe} (no refine)", 48 + 8, rec, qps, float("nan")])
 
     print(f"vqsearch build: {build:.0f} s for {N:,} vectors (train + encode + write, incl. data generation "

@@ -21,9 +21,10 @@ import os
 import sys
 
 import numpy as np
-from bench_common import banner, load_debian, table, timed
+from bench_common import banner, load_debian, table
 
 from vqsearch import quantizers
+from vqsearch.eval import timed
 
 GAUSS_N = int(os.environ.get("VQSEARCH_RD_N", 512))
 GAUSS_D = 768

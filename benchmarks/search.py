@@ -25,11 +25,11 @@ from pathlib import Path
 
 import faiss
 import hnswlib
-import numba
 import numpy as np
 from bench_common import banner, load_debian, table
 
 import vqsearch
+from vqsearch.eval import label_at_k, recall_at_k
 from vqsearch.index import scanners
 
 THREADS = int(os.environ.get("VQSEARCH_THREADS", 2))
@@ -54,14 +54,6 @@ RESCORE_CURVE = [
     "e8p:bits=3,rht=true", "trellis:bits=3,L=12,rht=true",
     "sq4", "e8p:bits=4,rht=true", "trellis:bits=4,L=12,rht=true", "sq8",
 ]
-
-
-def recall_at(ids: np.ndarray, gt: np.ndarray, k: int = K) -> float:
-    return float(np.mean([len(set(a[:k]) & set(b[:k])) / k for a, b in zip(ids, gt)]))
-
-
-def label_at(ids: np.ndarray, labels: np.ndarray, k: int = K) -> float:
-    return float(np.mean([lab in row[:k] for row, lab in zip(ids, labels)]))
 
 
 #: Timed batch runs per configuration; the table reports the median.
@@ -89,7 +81,7 @@ def measure(search: Callable[[np.ndarray], np.ndarray], xq: np.ndarray) -> dict[
 
 
 def row(name: str, bpv: float, build_s: float, m: dict, gt: np.ndarray, labels: np.ndarray) -> list:
-    return [name, bpv, build_s, recall_at(m["ids"], gt), label_at(m["ids"], labels), m["qps"], m["p50"], m["p99"]]
+    return [name, bpv, build_s, recall_at_k(m["ids"], gt), label_at_k(m["ids"], labels), m["qps"], m["p50"], m["p99"]]
 
 
 def run_vq(name: str, cfg: dict, xb: np.ndarray, xq: np.ndarray, gt, labels, workdir: Path) -> list:
@@ -169,7 +161,7 @@ def run_hnswlib(xb, xq, gt, labels, target_recall: float) -> list:
     for ef in (*range(10, 64, 2), 64, 80, 96, 128, 192, 256, 384, 512):  # fine steps: ef tuned to the recall
         g.set_ef(ef)
         ids, _ = g.knn_query(xq, k=K, num_threads=THREADS)
-        if recall_at(ids, gt) >= target_recall:
+        if recall_at_k(ids, gt) >= target_recall:
             chosen = ef
             break
     chosen = chosen or 512
@@ -194,10 +186,9 @@ def rescore_curve(xb, xq, gt, labels) -> str:
         idx.add(xb)
         build = time.perf_counter() - t0
         st = idx.stats()
-        rq = idx._rescore_q
         m = measure(lambda q, idx=idx: idx.search(q, k=K)[1], xq)
-        rows.append([spec, rq.bits_per_dim, st["bytes_per_vector"], build, recall_at(m["ids"], gt),
-                     label_at(m["ids"], labels), m["qps"]])
+        rows.append([spec, idx.rescore_quantizer.bits_per_dim, st["bytes_per_vector"], build, recall_at_k(m["ids"], gt),
+                     label_at_k(m["ids"], labels), m["qps"]])
         idx.close()
         print(f"  done curve {spec}", file=sys.stderr, flush=True)
     return "### Rescoring curve (binary scan → residual rescore codes, flat, oversample 10)\n\n" + table(
@@ -216,7 +207,7 @@ def filter_table(xb, xq, preset: str = "default") -> str:
         exact = keep[np.argsort(-(xq @ xb[keep].T), axis=1)[:, :K]]
         flt = {"bucket": {"lt": int(frac * 1000)}}
         m = measure(lambda q, flt=flt: idx.search(q, k=K, filter=flt)[1], xq)
-        rows.append([f"{frac:.1%}", len(keep), recall_at(m["ids"], exact), m["qps"], m["p50"]])
+        rows.append([f"{frac:.1%}", len(keep), recall_at_k(m["ids"], exact), m["qps"], m["p50"]])
     idx.close()
     return (f"### Filtered search (preset={preset}; filter `bucket < t` on a random int column)\n\n"
             + table(["selectivity", "rows kept", "recall@10 (vs exact over kept rows)", "QPS (batch)", "p50 ms"],
@@ -277,7 +268,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated name prefixes")
     ap.add_argument("--target-config", default=None, help="vq config whose recall hnswlib is tuned to")
     args = ap.parse_args()
-    numba.set_num_threads(THREADS)
+    vqsearch.set_num_threads(THREADS)
     faiss.omp_set_num_threads(THREADS)
     banner("Search on Debian-MiniLM (60,179 × 384, 1,000 queries)")
     data = load_debian()

@@ -1,4 +1,4 @@
-"""Weight compression of the real all-MiniLM-L6-v2 model: size, bits, SQNR, time and end-to-end quality.
+"""Weight compression of the real all-MiniLM-L6-v2 model: size, bits, SQNR, time, ETA and end-to-end quality.
 
 For each configuration (uniform formats with nearest rounding or with Hessian-aware rounding
 (LDLQ after RHT), and Fisher / data-free bit allocations at 2.0 / 2.5 / 3.0 average bits) the
@@ -11,6 +11,9 @@ and loaded back into sentence-transformers (``weights.load`` → ``load_state_di
 * SQNR — mean and minimum over the quantised tensors, in dB;
 * compress time — wall seconds of ``compress`` (calibration statistics are collected once,
   before the table, and their time is printed separately);
+* ETA worst — the compression progress bar's remaining-time estimate against the time that was
+  really left, read at 10 / 25 / 50 / 75 % of the run: the worst factor max(est/actual, actual/est)
+  (1.0 = exact; the bar is weighted by each tensor's estimated work, see ``weights.compression``);
 * cos q / cos c — mean cosine between the compressed and the float model's embeddings of the
   1,000 shared queries (max_seq_length 64) and of a sample of corpus synopses;
 * recall@10 / label@10 — the compressed model's query embeddings searched (exact inner product)
@@ -30,12 +33,14 @@ they finish.  Run::
     VQSEARCH_WEIGHTS_ONLY=e8p,fisher python benchmarks/weights.py   # rows whose label contains these
     VQSEARCH_WEIGHTS_NQ=300 VQSEARCH_WEIGHTS_CORPUS=300 python benchmarks/weights.py  # quicker, noisier
 
-Trellis rows use L = 12 (L = 16 encodes ≈ 16× slower: ~10 min for this model); Leech runs at 2 bits
-only (3 bits encodes at ~0.03 M values/s, ~12 min).
+Trellis rows without ``L`` use the weights default (``Quantizer.weight_defaults``: L = 12); the
+``L16`` row measures the embedding default's cost on a whole model.  Leech runs at 2 bits only
+(3 bits encodes at ~0.03 M values/s, ~12 min).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -59,6 +64,8 @@ CONFIGS: list[tuple[str, dict]] = [
     ("e8p 2", {"format": "e8p:bits=2"}),
     ("e8p 4", {"format": "e8p:bits=4"}),
     ("trellis 2 L12", {"format": "trellis:bits=2,L=12"}),
+    ("trellis 4 default L", {"format": "trellis:bits=4"}),
+    ("trellis 4 L16", {"format": "trellis:bits=4,L=16"}),
     ("int4 g128 RHT +LDLQ", {"format": "int:bits=4,rht=true", "calibration": True}),
     ("int3 g128 RHT +LDLQ", {"format": "int:bits=3,rht=true", "calibration": True}),
     ("int2 g128 RHT +LDLQ", {"format": "int:bits=2,rht=true", "calibration": True}),
@@ -91,6 +98,60 @@ def _texts():
     calib = [desc[i] for i in calib_ids[: N_CALIB // 2]] + [syn[i] for i in calib_ids[N_CALIB // 2:]]
     corpus = [syn[i] for i in order[N_CALIB:N_CALIB + N_CORPUS]]
     return queries.column("query").to_pylist()[:NQ], corpus, calib
+
+
+class _EtaProbe:
+    """Records what the ``compressing`` progress bar predicted, to compare with what really happened."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[float, float | None]] = []  # (time, predicted seconds left)
+        self.start = self.end = 0.0
+
+    def install(self) -> None:
+        import tqdm.auto
+        from tqdm.std import tqdm as std_tqdm
+
+        probe = self
+
+        class Recording(std_tqdm):
+            def __init__(self, *args, **kwargs):
+                kwargs.update(file=io.StringIO(), mininterval=0)
+                super().__init__(*args, **kwargs)
+                self._record = self.desc.startswith("compressing")
+                if self._record:
+                    probe.points, probe.start = [], time.perf_counter()
+
+            def update(self, n=1):
+                out = super().update(n)
+                if self._record:
+                    fd = self.format_dict
+                    rate = fd["rate"] or (fd["n"] / fd["elapsed"] if fd["elapsed"] else None)
+                    left = (fd["total"] - fd["n"]) / rate if rate else None
+                    probe.points.append((time.perf_counter(), left))
+                return out
+
+            def close(self):
+                if getattr(self, "_record", False):
+                    probe.end = time.perf_counter()
+                super().close()
+
+        tqdm.auto.tqdm = Recording
+
+    def worst_ratio(self) -> float:
+        """Worst max(est/actual, actual/est) of the estimate standing at 10/25/50/75 % of the run."""
+        total = self.end - self.start
+        worst = 1.0
+        for frac in (0.10, 0.25, 0.50, 0.75):
+            at = self.start + frac * total
+            known = [(t, left) for t, left in self.points if t <= at and left is not None]
+            if not known:
+                return float("nan")  # no estimate yet at that point (a single huge first tensor)
+            _, left = known[-1]
+            actual = self.end - at
+            if left <= 0 or actual <= 0:
+                continue
+            worst = max(worst, left / actual, actual / left)
+        return worst
 
 
 def main() -> None:
@@ -150,10 +211,12 @@ def main() -> None:
     print(f"- calibration: {len(calib_texts)} texts, {stats.tokens} tokens, {len(stats.hessians)} linear layers, "
           f"{time.perf_counter() - t0:.1f} s (input covariances + Fisher, once for all rows)")
     print()
-    headers = ["config", "bits/param", "MB", "SQNR mean", "SQNR min", "compress s", "cos q", "cos c",
+    headers = ["config", "bits/param", "MB", "SQNR mean", "SQNR min", "compress s", "ETA worst", "cos q", "cos c",
                "recall@10", "label@10"]
     rows: list[list[object]] = [["float32 (original)", 32.0, src.stat().st_size / 1e6, float("nan"), float("nan"),
-                                 float("nan"), 1.0, 1.0, rec0, lab0]]
+                                 float("nan"), float("nan"), 1.0, 1.0, rec0, lab0]]
+    eta = _EtaProbe()
+    eta.install()
     print(table(headers, rows), flush=True)
     work = Path(tempfile.mkdtemp(prefix="vq-weights-bench-"))
     allocations = {}
@@ -167,7 +230,7 @@ def main() -> None:
             out = work / "model"
             shutil.rmtree(out, ignore_errors=True)
             t0 = time.perf_counter()
-            res = weights.compress(src, out, progress=False, **kw)
+            res = weights.compress(src, out, progress=True, **kw)
             t_comp = time.perf_counter() - t0
             archive = weights.load(out)
             state = {k: torch.from_numpy(np.array(archive[k])) for k in archive}
@@ -177,8 +240,8 @@ def main() -> None:
             sq = [t.sqnr_db for t in res.tensors if t.format not in ("raw", "float16", "float32")]
             rec, lab = retrieval(eq)
             row = [label, res.bits_per_param, res.bytes_on_disk / 1e6, float(np.mean(sq)), float(np.min(sq)),
-                   t_comp, float(np.mean(np.sum(eq * ref_q, axis=1))), float(np.mean(np.sum(ec * ref_c, axis=1))),
-                   rec, lab]
+                   t_comp, eta.worst_ratio(), float(np.mean(np.sum(eq * ref_q, axis=1))),
+                   float(np.mean(np.sum(ec * ref_c, axis=1))), rec, lab]
             rows.append(row)
             print(table(headers, [row]).splitlines()[2], flush=True)
             if res.allocation is not None:

@@ -245,7 +245,7 @@ def table_nearest_rows(x: np.ndarray, scale: np.ndarray, table: np.ndarray, norm
     K ≤ 256; ``norm2`` float64 (K,); ``out`` uint8 (n, nb).  Ties go to the lower index.
     """
     n, nb = out.shape
-    kk = table.shape[0]
+    entries = table.shape[0]
     for r in prange(n):
         y = np.empty(8, dtype=np.float64)
         s = np.float64(scale[r])
@@ -254,7 +254,7 @@ def table_nearest_rows(x: np.ndarray, scale: np.ndarray, table: np.ndarray, norm
                 y[i] = s * x[r, 8 * b + i]
             best = np.inf
             bk = 0
-            for k in range(kk):
+            for k in range(entries):
                 dot = 0.0
                 for i in range(8):
                     dot += y[i] * table[k, i]

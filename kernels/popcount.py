@@ -11,19 +11,13 @@ word, so the word view needs no bit reversal.
 uses the SWAR formula; LLVM recognises it and emits a single ``popcnt`` on x86-64.
 
 Each kernel comes as a parallel variant (``prange`` over the rows of the first operand, the
-query axis) and a ``_serial`` one; :func:`use_parallel` picks by the amount of work.  On a busy
-machine a parallel region waits for a descheduled worker for a whole scheduler time slice
-(measured 10–16 ms per call on the shared 2-core box, against microseconds of work), so small
-calls — and every single-query call — run serially.
+query axis) and a ``_serial`` one; callers choose by the amount of work (:mod:`vqsearch.parallel`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-
-#: Inner-loop operations below which the serial variant is used.
-PARALLEL_MIN_WORK = 1 << 22
 
 _M1 = np.uint64(0x5555555555555555)
 _M2 = np.uint64(0x3333333333333333)
@@ -33,11 +27,6 @@ _S1 = np.uint64(1)
 _S2 = np.uint64(2)
 _S4 = np.uint64(4)
 _S56 = np.uint64(56)
-
-
-def use_parallel(rows: int, work: int) -> bool:
-    """True when a kernel call is worth a parallel region (more than one row, enough work)."""
-    return rows > 1 and work >= PARALLEL_MIN_WORK
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -69,8 +58,8 @@ def hamming_u64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     .. math:: H_{ij} = \\sum_w \\operatorname{popcount}(a_{iw} \\oplus b_{jw})
 
-    ``a``: uint64 (na, w), ``b``: uint64 (nb, w), same word count, padding bits zero in both.
-    Returns int32 (na, nb).  Parallel over rows of ``a``.
+    ``a``: uint64 (rows of a, w), ``b``: uint64 (rows of b, w), same word count, padding bits zero in both.
+    Returns int32 (rows of a, rows of b).  Parallel over rows of ``a``.
     """
     out = np.empty((a.shape[0], b.shape[0]), dtype=np.int32)
     for i in prange(a.shape[0]):
@@ -89,20 +78,21 @@ def hamming_u64_serial(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # -------------------------------------------------------------------- ternary dot
 @njit(cache=True, nogil=True)
-def _ternary_row(pa, na_, pb, nb_, i, out) -> None:
-    nw = pa.shape[1]
-    for j in range(pb.shape[0]):
+def _ternary_row(pos_a, neg_a, pos_b, neg_b, i, out) -> None:
+    nw = pos_a.shape[1]
+    for j in range(pos_b.shape[0]):
         s = 0
         for w in range(nw):
-            same = (pa[i, w] & pb[j, w]) | (na_[i, w] & nb_[j, w])
-            diff = (pa[i, w] & nb_[j, w]) | (na_[i, w] & pb[j, w])
+            same = (pos_a[i, w] & pos_b[j, w]) | (neg_a[i, w] & neg_b[j, w])
+            diff = (pos_a[i, w] & neg_b[j, w]) | (neg_a[i, w] & pos_b[j, w])
             s += popcount64(same) - popcount64(diff)
         out[i, j] = s
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def ternary_dot_u64(pa: np.ndarray, na_: np.ndarray, pb: np.ndarray, nb_: np.ndarray) -> np.ndarray:
-    """Pairwise dot products of ternary vectors stored as bitplanes (P = "+1" bits, N = "−1" bits).
+def ternary_dot_u64(pos_a: np.ndarray, neg_a: np.ndarray, pos_b: np.ndarray, neg_b: np.ndarray) -> np.ndarray:
+    """Pairwise dot products of ternary vectors stored as bitplanes (P = ``pos_*``, the "+1" bits; N = ``neg_*``,
+    the "−1" bits).
 
     .. math:: \\langle a, b\\rangle = |P_a \\wedge P_b| + |N_a \\wedge N_b|
               - |P_a \\wedge N_b| - |N_a \\wedge P_b|
@@ -110,20 +100,21 @@ def ternary_dot_u64(pa: np.ndarray, na_: np.ndarray, pb: np.ndarray, nb_: np.nda
     computed as ``popcount((Pa&Pb) | (Na&Nb)) − popcount((Pa&Nb) | (Na&Pb))``: the two ANDs
     inside each OR are disjoint when P and N of each vector are disjoint (which the callers
     check), so 2 popcounts per word replace 4.  Inputs: uint64 (n, w) planes, equal word counts.
-    Returns int32 (na, nb), parallel over rows of the first operand.
+    Returns int32 (rows of a, rows of b), parallel over rows of the first operand.
     """
-    out = np.empty((pa.shape[0], pb.shape[0]), dtype=np.int32)
-    for i in prange(pa.shape[0]):
-        _ternary_row(pa, na_, pb, nb_, i, out)
+    out = np.empty((pos_a.shape[0], pos_b.shape[0]), dtype=np.int32)
+    for i in prange(pos_a.shape[0]):
+        _ternary_row(pos_a, neg_a, pos_b, neg_b, i, out)
     return out
 
 
 @njit(cache=True, nogil=True)
-def ternary_dot_u64_serial(pa: np.ndarray, na_: np.ndarray, pb: np.ndarray, nb_: np.ndarray) -> np.ndarray:
+def ternary_dot_u64_serial(pos_a: np.ndarray, neg_a: np.ndarray, pos_b: np.ndarray,
+                           neg_b: np.ndarray) -> np.ndarray:
     """:func:`ternary_dot_u64` on one thread."""
-    out = np.empty((pa.shape[0], pb.shape[0]), dtype=np.int32)
-    for i in range(pa.shape[0]):
-        _ternary_row(pa, na_, pb, nb_, i, out)
+    out = np.empty((pos_a.shape[0], pos_b.shape[0]), dtype=np.int32)
+    for i in range(pos_a.shape[0]):
+        _ternary_row(pos_a, neg_a, pos_b, neg_b, i, out)
     return out
 
 

@@ -14,8 +14,7 @@ Layouts ("plain", one row per vector, no fast-scan interleaving):
 
 Accumulation is in float32, in position order (the order a numpy reference should use when
 it wants to match to the last few ulps).  Each kernel has a parallel variant (over queries, or
-row blocks for :func:`pq_assign`) and a ``_serial`` one; see
-:func:`vqsearch.kernels.popcount.use_parallel` for why small calls stay serial.
+row blocks for :func:`pq_assign`) and a ``_serial`` one; callers choose (:mod:`vqsearch.parallel`).
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import numpy as np
 from numba import njit, prange
 
 from ._variants import variant
-from .popcount import use_parallel
 
 
 @njit(cache=True, nogil=True)
@@ -88,13 +86,11 @@ adc_scan4 = variant(_adc_scan4, "adc_scan4", parallel=True)
 adc_scan4_serial = variant(_adc_scan4, "adc_scan4_serial")
 
 
-def adc_scan(lut: np.ndarray, codes: np.ndarray, nbits: int) -> np.ndarray:
-    """Dispatch to the 8- or 4-bit scan, parallel only for batches with enough work."""
-    nq, m, _ = lut.shape
-    par = use_parallel(nq, nq * codes.shape[0] * m)
+def adc_scan(lut: np.ndarray, codes: np.ndarray, nbits: int, parallel: bool = False) -> np.ndarray:
+    """The 8- or 4-bit scan (``nbits``), its parallel variant when ``parallel``."""
     if nbits == 8:
-        return (adc_scan8 if par else adc_scan8_serial)(lut, codes)
-    return (adc_scan4 if par else adc_scan4_serial)(lut, codes)
+        return (adc_scan8 if parallel else adc_scan8_serial)(lut, codes)
+    return (adc_scan4 if parallel else adc_scan4_serial)(lut, codes)
 
 
 @njit(cache=True, nogil=True)
@@ -129,8 +125,9 @@ def _pq_assign(y: np.ndarray, cent_t: np.ndarray, cnorm: np.ndarray) -> np.ndarr
     — the codebooks transposed so that the inner loop runs over K contiguous values (SIMD);
     ``cnorm``: float32 (M, K).  K ≤ 256.  Returns uint8 (n, M).  Parallel over blocks of rows.
 
-    A kernel rather than numpy's stacked matmul: M small GEMMs each hand work to BLAS threads,
-    which on a busy 2-core machine cost 0.8 s for 512 × 768 at K = 256 (this loop: ~25 ms).
+    A kernel rather than numpy's stacked matmul: M small GEMMs each hand work to BLAS threads, whose
+    hand-offs on a busy machine cost far more than this loop (``benchmarks/RESULTS.md``, "Kernel design
+    measurements").
     """
     n = y.shape[0]
     out = np.empty((n, cent_t.shape[0]), dtype=np.uint8)

@@ -14,10 +14,8 @@ nibble; for odd ``d`` the last high nibble is 0.
 
 Input contract: ``x`` float32 (n, d) C-contiguous; ``lo``, ``step``, ``inv`` float32 (d,).
 
-These loops are memory-bound (≈ 6·10⁹ values/s on one core), so the ``_serial`` variants are
-the default and the parallel ones (row blocks) are picked by :func:`pick` only for batches of
-≥ 2^24 values: on a busy machine a parallel region can wait a whole scheduler time slice for a
-descheduled worker (measured 10–16 ms per call for 512 × 768 values against 0.06 ms serial).
+These loops are memory-bound, so the ``_serial`` variants serve most calls and the parallel ones
+(row blocks) only very large batches; callers choose (:mod:`vqsearch.parallel`).
 """
 
 from __future__ import annotations
@@ -151,11 +149,3 @@ def sq_column_sse(x: np.ndarray, lo: np.ndarray, step: np.ndarray, inv: np.ndarr
     _sse_rows(x, lo, step, inv, levels - 1, 0, x.shape[0], acc)
     return acc
 
-
-#: Elements (n·d) from which the parallel encode/decode variants are used.
-PARALLEL_MIN_ELEMENTS = 1 << 24
-
-
-def pick(parallel_fn, serial_fn, n: int, d: int):
-    """The parallel variant for large batches (≥ ``PARALLEL_MIN_ELEMENTS``), else the serial one."""
-    return parallel_fn if n > 1 and n * d >= PARALLEL_MIN_ELEMENTS else serial_fn

@@ -6,13 +6,13 @@ table per code byte, then the score of a database row is a sum of table lookups
 
 .. math:: s_i = a_i + b_i \\sum_{j < J} T_q[j, c_{ij}] + \\beta_{q,r}
 
-where ``a_i``/``b_i`` are optional per-row affine corrections (RaBitQ factors, norms)
+where ``a_i``/``b_i`` (``row_shift``/``row_factor``) are optional per-row affine corrections (RaBitQ factors, norms)
 and ``β_{q,r}`` a per-(query, row-range) bias (IVF list terms).  Each query scans
 its own list of row ranges (all rows for a flat index, its probed IVF lists
 otherwise) and keeps the best ``k`` in a heap, so no (nq, n) score matrix exists.
 
 Input contract: ``tables`` float32 (nq, J, 256) C-contiguous; ``codes`` uint8
-(n, code_size ≥ J) (memory-mapped, read-only is fine); ``row_a``/``row_b`` float32
+(n, code_size ≥ J) (memory-mapped, read-only is fine); ``row_shift``/``row_factor`` float32
 (n,) or empty (meaning 0 / 1); ``ranges`` int64 (nq, R, 2) half-open row ranges
 (``start == stop`` pads unused slots); ``bias`` float32 (nq, R); ``live`` bool (n,)
 or empty (all live).  Parallel over queries; a single query is split over its
@@ -30,10 +30,10 @@ from .topk import heap_replace_root, heap_to_sorted, top_k_unordered
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _score_range(table, codes, row_a, row_b, live, start, stop, bias, vals, rows):
+def _score_range(table, codes, row_shift, row_factor, live, start, stop, bias, vals, rows):
     nbytes = table.shape[0]
-    has_a = row_a.shape[0] > 0
-    has_b = row_b.shape[0] > 0
+    has_shift = row_shift.shape[0] > 0
+    has_factor = row_factor.shape[0] > 0
     has_live = live.shape[0] > 0
     for i in range(start, stop):
         if has_live and not live[i]:
@@ -42,16 +42,16 @@ def _score_range(table, codes, row_a, row_b, live, start, stop, bias, vals, rows
         c = codes[i]
         for j in range(nbytes):
             s += table[j, c[j]]
-        if has_b:
-            s *= row_b[i]
-        if has_a:
-            s += row_a[i]
+        if has_factor:
+            s *= row_factor[i]
+        if has_shift:
+            s += row_shift[i]
         s += bias
         if s > vals[0]:
             heap_replace_root(vals, rows, s, i)
 
 
-def _lut_scan_topk(tables, codes, row_a, row_b, ranges, bias, live, k):
+def _lut_scan_topk(tables, codes, row_shift, row_factor, ranges, bias, live, k):
     """Best ``k`` rows per query by LUT score → (scores (nq, k) desc, rows (nq, k), -1 = none)."""
     nq = tables.shape[0]
     vals = np.full((nq, k), -np.inf, dtype=np.float32)
@@ -60,14 +60,14 @@ def _lut_scan_topk(tables, codes, row_a, row_b, ranges, bias, live, k):
         hv = vals[q]
         hr = rows[q]
         for r in range(ranges.shape[1]):
-            _score_range(tables[q], codes, row_a, row_b, live, ranges[q, r, 0], ranges[q, r, 1],
+            _score_range(tables[q], codes, row_shift, row_factor, live, ranges[q, r, 0], ranges[q, r, 1],
                          bias[q, r], hv, hr)
         heap_to_sorted(hv, hr)
     return vals, rows
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def lut_scan_topk_split(table, codes, row_a, row_b, ranges, bias, live, k, nchunks):
+def lut_scan_topk_split(table, codes, row_shift, row_factor, ranges, bias, live, k, nchunks):
     """One query, its ranges cut into ``nchunks`` row chunks scanned in parallel, then merged.
 
     ``table`` (J, 256), ``ranges`` (R, 2), ``bias`` (R,).  Used for low-latency single queries.
@@ -89,7 +89,7 @@ def lut_scan_topk_split(table, codes, row_a, row_b, ranges, bias, live, k, nchun
             a = max(lo, seen)
             b = min(hi, seen + length)
             if a < b:
-                _score_range(table, codes, row_a, row_b, live, start + (a - seen), start + (b - seen),
+                _score_range(table, codes, row_shift, row_factor, live, start + (a - seen), start + (b - seen),
                              bias[r], vals[c], rows[c])
             seen += length
     # merge the chunk heaps into one
@@ -258,7 +258,8 @@ def _signed_sum(table, words_t, nbytes, i):
     """Σ_t q_t (2 b_t − 1) for row i: one table lookup per sign byte, bytes read from the word columns.
 
     Four partial sums keep the float additions out of one serial dependency chain; the words are
-    reinterpreted as int64 because numba's uint64 shift-and-mask index arithmetic is ~3× slower.
+    reinterpreted as int64 because numba's uint64 shift-and-mask index arithmetic compiles to slower code
+    (``benchmarks/RESULTS.md``, "Kernel design measurements").
     """
     a0 = np.float32(0.0)
     a1 = np.float32(0.0)
@@ -293,56 +294,58 @@ def _top_indices(scores, k):
     return picked[np.argsort(-scores[picked], kind="mergesort")]
 
 
-def _binary_cascade_topk(qw, qwords, words_t, nbytes, row_a, row_b, qconst, ranges, live, m, k, qc, level):
-    """Two-pass scan of sign-bit codes: Hamming top-``m``, then the best ``k`` of those by RaBitQ estimate.
+def _binary_cascade_topk(queries, query_words, words_t, nbytes, row_shift, row_factor, query_offset, ranges, live,
+                         pool, k, centre_ip, recon_step):
+    """Two-pass scan of sign-bit codes: Hamming top-``pool``, then the best ``k`` of those by RaBitQ estimate.
 
-    Pass 1 keeps the ``m`` rows nearest in Hamming distance between the query's sign bits (``qwords``
+    Pass 1 keeps the ``pool`` rows nearest in Hamming distance between the query's sign bits (``query_words``
     uint64 (nq, W)) and every row in its ranges (``words_t``, transposed layout above), with a running
     threshold instead of a heap (:func:`_hamming_select`; ties go to the earlier row).  Rows that enter its
     buffer are then scored with the asymmetric estimator
 
     .. math:: \\hat s = c_q + a_i + b_i \\sum_t q_t (2 x_t - 1)
 
-    through a per-query signed byte table, and the best ``k`` are cut by a partition (:func:`_top_indices`).
-    ``qw`` float32 (nq, D) is the work-domain query.
+    (``query_offset[q]`` = c_q, ``row_shift``/``row_factor`` = a/b) through a per-query signed byte table, and
+    the best ``k`` are cut by a partition (:func:`_top_indices`).  ``queries`` float32 (nq, D) are the
+    work-domain queries.
 
-    When ``level`` (float32 (n,)) is not empty, the third output holds ``qc[q] + level[i]·Σ_t q_t(2x_t − 1)``
-    for every kept row — the exact inner product with a reconstruction ``c + level_i·(2x − 1)`` — so a
-    later stage can reuse it instead of decoding the codes again.  Returns (scores, rows, ip), (nq, k) each,
-    best first.
+    When ``recon_step`` (float32 (n,)) is not empty, the third output holds
+    ``centre_ip[q] + recon_step[i]·Σ_t q_t(2x_t − 1)`` for every kept row — the exact inner product with a
+    reconstruction ``c + recon_step_i·(2x − 1)`` given ``centre_ip[q] = ⟨q, c⟩`` — so a later stage can reuse
+    it instead of decoding the codes again.  Returns (scores, rows, ip), (nq, k) each, best first.
     """
-    nq = qw.shape[0]
+    nq = queries.shape[0]
     vals = np.full((nq, k), -np.inf, dtype=np.float32)
     rows = np.full((nq, k), -1, dtype=np.int64)
     ip = np.zeros((nq, k), dtype=np.float32)
-    has_a = row_a.shape[0] > 0
-    has_level = level.shape[0] > 0
-    cap = m + 2 * _CHUNK_ROWS
+    has_shift = row_shift.shape[0] > 0
+    has_step = recon_step.shape[0] > 0
+    cap = pool + 2 * _CHUNK_ROWS
     for q in prange(nq):
         table = np.empty((nbytes, 256), dtype=np.float32)
-        _signed_byte_table(qw[q], nbytes, table)
+        _signed_byte_table(queries[q], nbytes, table)
         cand_h = np.empty(cap, dtype=np.int16)
         cand_i = np.empty(cap, dtype=np.int64)
-        got = _hamming_select(words_t, qwords[q], ranges[q], live, m, cand_h, cand_i)
+        got = _hamming_select(words_t, query_words[q], ranges[q], live, pool, cand_h, cand_i)
         cand_s = np.empty(got, dtype=np.float32)  # Σ_t q_t(2b_t − 1) per candidate, reused for ``ip``
         est = np.empty(got, dtype=np.float32)
         for j in range(got):
             i = cand_i[j]
             cand_s[j] = _signed_sum(table, words_t, nbytes, i)
-            est[j] = cand_s[j] * row_b[i] + qconst[q]
-            if has_a:
-                est[j] += row_a[i]
+            est[j] = cand_s[j] * row_factor[i] + query_offset[q]
+            if has_shift:
+                est[j] += row_shift[i]
         best = _top_indices(est, k)
         for t in range(best.shape[0]):
             j = best[t]
             vals[q, t] = est[j]
             rows[q, t] = cand_i[j]
-            if has_level:
-                ip[q, t] = qc[q] + level[cand_i[j]] * cand_s[j]
+            if has_step:
+                ip[q, t] = centre_ip[q] + recon_step[cand_i[j]] * cand_s[j]
     return vals, rows, ip
 
 
-def sign_nibble_luts(qw: np.ndarray, nbytes: int) -> np.ndarray:
+def sign_nibble_luts(queries: np.ndarray, nbytes: int) -> np.ndarray:
     """Per-nibble signed sums of the queries: ``lut[q, p, v] = Σ_t q_t (2·bit_t − 1)`` over the four
     coordinates of nibble ``p`` with bits ``v`` → float32 (nq, 2·nbytes, 16).
 
@@ -350,9 +353,9 @@ def sign_nibble_luts(qw: np.ndarray, nbytes: int) -> np.ndarray:
     nibble of code byte ``j``): with packbits order (most significant bit = first coordinate) the low
     nibble of sign byte ``j`` holds coordinates 8j+4..8j+7 and the high nibble 8j..8j+3.
     """
-    nq, d = qw.shape
+    nq, d = queries.shape
     padded = np.zeros((nq, nbytes * 8), dtype=np.float32)
-    padded[:, :d] = qw[:, : nbytes * 8]
+    padded[:, :d] = queries[:, : nbytes * 8]
     quads = padded.reshape(nq, nbytes, 2, 4)  # [:, j, 0] = coordinates 8j..8j+3, [:, j, 1] = 8j+4..8j+7
     signs = _NIBBLE_SIGNS
     lut = np.empty((nq, 2 * nbytes, 16), dtype=np.float32)
@@ -378,19 +381,19 @@ def _nibble_sum(lut, codes, i, nbytes):
     return a0 + a1
 
 
-def _binary_refine(lut, codes, rows, qconst, row_a, row_b, qc, level):
+def _binary_refine(lut, codes, rows, query_offset, row_shift, row_factor, centre_ip, recon_step):
     """Exact RaBitQ estimates of the rows a fast-scan kept: (scores, rows, ip), (nq, k) each, unordered.
 
     ``lut`` from :func:`sign_nibble_luts`; ``codes`` the sign bytes (n, ≥ nbytes) row-major; ``rows`` int64
     (nq, k), −1 = none (scores −inf).  For each kept row ``S = Σ_t q_t (2b_t − 1)`` is recomputed in float
-    and its estimate ``qconst[q] + a_i + b_i·S`` replaces the quantised-table score.  ``ip`` is
-    ``qc[q] + level[i]·S`` when ``level`` is not empty — the exact ⟨q, c + level_i·(2x − 1)⟩ that residual
-    rescoring reuses — else zeros.
+    and its estimate ``query_offset[q] + a_i + b_i·S`` (``row_shift``/``row_factor`` = a/b) replaces the
+    quantised-table score.  ``ip`` is ``centre_ip[q] + recon_step[i]·S`` when ``recon_step`` is not empty —
+    the exact ⟨q, c + recon_step_i·(2x − 1)⟩ that residual rescoring reuses — else zeros.
     """
     nq, k = rows.shape
     nbytes = lut.shape[1] // 2
-    has_a = row_a.shape[0] > 0
-    has_level = level.shape[0] > 0
+    has_shift = row_shift.shape[0] > 0
+    has_step = recon_step.shape[0] > 0
     vals = np.full((nq, k), -np.inf, dtype=np.float32)
     ip = np.zeros((nq, k), dtype=np.float32)
     for q in prange(nq):
@@ -399,12 +402,12 @@ def _binary_refine(lut, codes, rows, qconst, row_a, row_b, qc, level):
             if i < 0:
                 continue
             s = _nibble_sum(lut[q], codes, i, nbytes)
-            est = s * row_b[i] + qconst[q]
-            if has_a:
-                est += row_a[i]
+            est = s * row_factor[i] + query_offset[q]
+            if has_shift:
+                est += row_shift[i]
             vals[q, j] = est
-            if has_level:
-                ip[q, j] = qc[q] + level[i] * s
+            if has_step:
+                ip[q, j] = centre_ip[q] + recon_step[i] * s
     return vals, rows, ip
 
 

@@ -114,8 +114,8 @@ def kth_largest(values, k):
     """The k-th largest of the float32 ``values`` (1 ≤ k ≤ n; not NaN), in linear time without sorting.
 
     Radix select on the order-preserving integer image of the floats, 11 + 11 + 10 bits: each pass is a
-    histogram (no data-dependent branches, unlike quickselect, whose mispredicted comparisons made it
-    ~10 ns per element here) and narrows the candidates to one bucket.
+    histogram (no data-dependent branches, unlike quickselect, whose mispredicted comparisons dominate its
+    cost; ``benchmarks/RESULTS.md``, "Kernel design measurements") and narrows the candidates to one bucket.
     """
     n = values.shape[0]
     keys = np.empty(n, dtype=np.uint32)

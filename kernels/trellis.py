@@ -14,12 +14,11 @@ The argmin ``p`` is the back-pointer (one uint8 per ``j`` and step, ``n·M`` byt
 block).  Costs are float32.  Phase 1 reads ``P`` contiguous rows of the cost vector;
 phase 2 writes each ``m_t(j)`` to ``P`` consecutive states.  Both are specialised
 (unrolled) for small ``P`` because LLVM vectorises an unrolled body over ``j`` far
-better than a short runtime-length inner loop (measured 6-9x on phase 2, 2-8x on
-phase 1 at L = 16).  Per step the two passes stream three 2^L float32 vectors (old
-costs, code values, new costs: 768 KiB at L = 16, inside a 1 MiB L2), so the encoder is
-bound by L2 bandwidth: 6.0 us per step at L = 16, k = 2 on one Zen 5 core (a 256 KiB
-copy takes 2.5 us, so streaming alone needs ≈ 3.8 us).  ``fastmath`` was measured to
-make no difference (±3 %) and is off, which keeps results bit-reproducible.
+better than a short runtime-length inner loop.  Per step the two passes stream three
+2^L float32 vectors (old costs, code values, new costs: 768 KiB at L = 16, inside a
+typical 1 MiB L2), so the encoder is bound by L2 bandwidth, not arithmetic.  ``fastmath``
+made no measurable difference and is off, which keeps results bit-reproducible.  The
+measurements behind these choices: ``benchmarks/RESULTS.md``, "Kernel design measurements".
 
 Bit layout of one block (``n`` steps, ``n·kv`` bits, a multiple of 8): stream bit ``i``
 is bit ``7 - i % 8`` of byte ``i // 8`` (MSB-first).  Bits ``[t·kv, (t+1)·kv)`` hold the
@@ -187,8 +186,8 @@ def _expand_v1_p4(m: np.ndarray, v0: np.ndarray, x0: float, cur: np.ndarray, M: 
 
 @njit(cache=True, nogil=True)
 def _expand_v1_p8(m: np.ndarray, v0: np.ndarray, x0: float, cur: np.ndarray, M: int) -> None:
-    # Two streaming passes (branch errors, then a constant-width broadcast add) beat one
-    # fused pass at P = 8: 4.8 vs 6.4 us per L = 16 step (unrolled body: 7.5 us).
+    # Two streaming passes (branch errors, then a constant-width broadcast add) beat one fused pass and an
+    # unrolled body at P = 8 (benchmarks/RESULTS.md, "Kernel design measurements").
     for s in range(8 * M):
         d0 = x0 - v0[s]
         cur[s] = d0 * d0
@@ -413,8 +412,8 @@ def _decode_block(row, vals, L, kv, sc, orow):
     v1 = vals[V - 1]
     if kv == 4:
         # Steps 2p and 2p + 1 start at bits 8p and 8p + 4: both states are windows of the 24 bits in bytes
-        # p..p+2 (L ≤ 20), independent of each other, so the loop pipelines (1.3–1.4× faster per value than
-        # the shift register below, measured).
+        # p..p+2 (L ≤ 20), independent of each other, so the loop pipelines better than the shift register
+        # below (benchmarks/RESULTS.md, "Kernel design measurements").
         mask = np.int64((1 << L) - 1)
         sh0 = 24 - L
         sh1 = 20 - L
@@ -461,8 +460,8 @@ def decode_blocks(codes: np.ndarray, vals: np.ndarray, L: int, kv: int, scales: 
     V ∈ {1, 2}; ``scales``: float32 (nb,); ``out``: float32 (nb, n·V).  The state is a
     sliding ``L``-bit window over the circular stream, so every block decodes on its own.
     The bit buffer is refilled four bytes at a time (read-ahead past the end wraps around
-    the circular stream, so it is harmless); this halves the time per value against a
-    byte-at-a-time refill (measured 740 vs 370 M values/s on one core, L = 16, k = 2).
+    the circular stream, so it is harmless), which is about twice as fast per value as a
+    byte-at-a-time refill (``benchmarks/RESULTS.md``, "Kernel design measurements").
     """
     for i in prange(codes.shape[0]):
         _decode_block(codes[i], vals, L, kv, scales[i], out[i])
@@ -473,29 +472,30 @@ _PAIR_ROWS = 32
 
 
 @njit(cache=True, nogil=True, parallel=True, fastmath=True)
-def ip_pairs_blocks(qw: np.ndarray, qi: np.ndarray, codes: np.ndarray, ri: np.ndarray, vals: np.ndarray, L: int,
-                    kv: int, scales: np.ndarray, nblocks: int) -> np.ndarray:
-    """Rescoring: ``out[p] = ⟨qw[qi[p]], decode(row ri[p])⟩`` for every (query, row) pair p.
+def ip_pairs_blocks(queries: np.ndarray, pair_query: np.ndarray, codes: np.ndarray, pair_row: np.ndarray,
+                    vals: np.ndarray, L: int, kv: int, scales: np.ndarray, nblocks: int) -> np.ndarray:
+    """Rescoring: ``out[p] = ⟨queries[pair_query[p]], decode(row pair_row[p])⟩`` for every (query, row) pair p.
 
     ``codes`` uint8 (U·nblocks, ≥ bytes per block) — row ``u`` is blocks ``u·nblocks …`` — with ``scales``
-    (U·nblocks,); ``qw`` float32 (nq, nblocks·block) work-domain queries; ``qi``/``ri`` int64 (P,).  Pairs
+    (U·nblocks,); ``queries`` float32 (nq, nblocks·block) work-domain queries; ``pair_query``/``pair_row``
+    int64 (P,).  Pairs
     are grouped by row (counting sort), and each row is decoded once into a small buffer that stays in L1
     while every query that refers to it takes its dot product: nothing of size (U, d) is written.
     """
     nrows = codes.shape[0] // nblocks
-    npairs = qi.shape[0]
-    d = qw.shape[1]
+    npairs = pair_query.shape[0]
+    d = queries.shape[1]
     block = d // nblocks
     start = np.zeros(nrows + 1, dtype=np.int64)
     for p in range(npairs):
-        start[ri[p] + 1] += 1
+        start[pair_row[p] + 1] += 1
     for u in range(nrows):
         start[u + 1] += start[u]
     fill = start[:nrows].copy()
     order = np.empty(npairs, dtype=np.int64)
     for p in range(npairs):
-        order[fill[ri[p]]] = p
-        fill[ri[p]] += 1
+        order[fill[pair_row[p]]] = p
+        fill[pair_row[p]] += 1
     out = np.empty(npairs, dtype=np.float32)
     for c in prange((nrows + _PAIR_ROWS - 1) // _PAIR_ROWS):
         buf = np.empty(d, dtype=np.float32)
@@ -507,5 +507,5 @@ def ip_pairs_blocks(qw: np.ndarray, qi: np.ndarray, codes: np.ndarray, ri: np.nd
                 _decode_block(codes[i], vals, L, kv, scales[i], buf[b * block:(b + 1) * block])
             for t in range(start[u], start[u + 1]):
                 p = order[t]
-                out[p] = dot_f32(qw[qi[p]], buf)
+                out[p] = dot_f32(queries[pair_query[p]], buf)
     return out

@@ -8,14 +8,15 @@ from fastapi import APIRouter, status
 
 from .auth import AdminAccess, ReadAccess
 from .registry import Collection
-from .schemas import CollectionCreate, CollectionInfo, CollectionList, Deleted, ErrorBody
+from .schemas import CollectionCreate, CollectionInfo, CollectionList, Deleted, ErrorBody, OpenRequest, OpenResult
 from .state import CollectionDep, StateDep
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": desc}
     for code, desc in ((400, "Invalid input"), (401, "Missing or invalid API key"), (403, "Read-only key"),
                        (404, "Unknown collection"), (409, "Conflict"), (413, "Body too large"),
-                       (422, "Request validation failed"))}
+                       (422, "Request validation failed"),
+                       (503, "Collection unavailable (damaged), overloaded, or deadline codes"))}
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERRORS)
 
@@ -38,15 +39,18 @@ async def create_collection(body: CollectionCreate, state: StateDep) -> dict[str
     """Create an empty collection.  Its quantisers (and IVF lists) are trained on the first batch written."""
     c = await state.admin(lambda: state.registry.create(
         body.name, dim=body.dim, metric=body.metric, preset=body.preset, embedder=body.embedder,
-        options=body.index_options()))
+        options=body.index_options(), replace_unavailable=body.replace_unavailable))
     return await state.read(collection_info, c)
 
 
 @router.get("", response_model=CollectionList, dependencies=[ReadAccess], summary="List collections")
 async def list_collections(state: StateDep) -> dict[str, Any]:
-    """Every collection with its statistics, by name."""
+    """Every collection with its statistics, by name; damaged ones are listed with status ``unavailable``."""
     def run() -> list[dict[str, Any]]:
-        return [collection_info(c) for c in state.registry.all()]
+        out = [collection_info(c) for c in state.registry.all()]
+        out += [{"name": u.name, "status": "unavailable", "error": u.code, "message": state.scrub(u.message)}
+                for u in state.registry.unavailable()]
+        return sorted(out, key=lambda c: c["name"])
     return {"collections": await state.read(run)}
 
 
@@ -57,8 +61,27 @@ async def get_collection(collection: CollectionDep, state: StateDep) -> dict[str
 
 
 @router.delete("/{name}", response_model=Deleted, dependencies=[AdminAccess], summary="Delete a collection")
-async def delete_collection(collection: CollectionDep, state: StateDep) -> dict[str, Any]:
-    """Delete a collection and its data.  Searches already running finish on their snapshot."""
+async def delete_collection(name: str, state: StateDep) -> dict[str, Any]:
+    """Delete a collection and its data (also one that is unavailable).  Searches already running finish on
+    their snapshot."""
+    if any(u.name == name for u in state.registry.unavailable()):
+        await state.admin(state.registry.drop, name)
+        return {"deleted": name}
+    collection = state.registry.get(name)
     async with collection.writer:  # wait for the write in progress, if any
         await state.admin(state.registry.drop, collection.name)
     return {"deleted": collection.name}
+
+
+@router.post("/{name}/open", response_model=OpenResult, dependencies=[AdminAccess],
+             summary="Re-open a collection (e.g. skipping damaged segments)")
+async def open_collection(name: str, body: OpenRequest, state: StateDep) -> dict[str, Any]:
+    """Open a collection again, by default with ``on_corrupt="skip"``: damaged segments are left out (their
+    rows are lost) so that the rest becomes available.  A 503 ``collection_unavailable`` if it still fails."""
+    def run() -> dict[str, Any]:
+        c, skipped = state.registry.reopen(name, body.on_corrupt)
+        return {"name": c.name, "skipped": [state.scrub(s) for s in skipped]}
+    if name in state.registry.names():  # wait for the write in progress, if any
+        async with state.registry.get(name).writer:
+            return await state.admin(run)
+    return await state.admin(run)

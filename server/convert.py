@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import DimensionMismatch, EmptyInput, NonFiniteInput
+from .arrow_body import read_stream
 from .errors import InvalidArrow
 from .registry import Collection
 
@@ -33,7 +34,7 @@ MAX_ABS_VALUE = 1e15
 
 
 def check_magnitude(x: np.ndarray, what: str) -> np.ndarray:
-    """Reject components beyond ±MAX_ABS_VALUE (inf included); NaN is left to the index's own check."""
+    """Reject components beyond ±MAX_ABS_VALUE (inf included); NaN is left to the caller's check."""
     big = np.abs(x) > MAX_ABS_VALUE
     if big.any():
         row = int(np.flatnonzero(big.any(axis=1))[0])
@@ -58,38 +59,61 @@ def embed_texts(c: Collection, texts: list[str]) -> np.ndarray:
     return c.embedder().encode(list(texts))
 
 
-def read_arrow_stream(c: Collection, path: Path) -> tuple[np.ndarray, np.ndarray | list[str], pa.Table | None]:
+def read_arrow_stream(c: Collection, path: Path, max_bytes: int) -> tuple[np.ndarray, np.ndarray | list[str],
+                                                                          pa.Table | None]:
     """Decode a spooled Arrow IPC stream into (ids uint64, vectors float32 (n, dim) or texts, metadata).
 
     The stream has an ``id`` integer column, a ``vector`` ``FixedSizeList<float>[dim]`` column (or, for
-    a collection with an embedder, a ``text`` string column), and any other columns as metadata.
+    a collection with an embedder, a ``text`` string column), and any other columns as metadata.  The
+    schema is checked before any batch is read, and at most ``max_bytes`` are decompressed.
     """
+    with pa.memory_map(str(path)) as source:
+        table = read_stream(source, max_bytes, lambda schema: _check_schema(c, schema))
     try:
-        with pa.memory_map(str(path)) as source:
-            table = pa.ipc.open_stream(source).read_all()
-    except (pa.ArrowException, OSError, ValueError) as exc:
+        return _decode(c, table)
+    except pa.ArrowException as exc:  # validated already; this is a last line of defence
         raise InvalidArrow(f"body is not a valid Arrow IPC stream: {exc}") from None
-    names = table.column_names
+
+
+def _check_schema(c: Collection, schema: pa.Schema) -> None:
+    names = schema.names
     if len(set(names)) != len(names):
         raise InvalidArrow(f"duplicate column names in the stream: {names}")
-    if table.num_rows == 0:
-        raise EmptyInput("the Arrow stream has no rows")
     if ID_COLUMN not in names:
         raise InvalidArrow(f"the stream needs an '{ID_COLUMN}' column (uint64); columns: {names}")
+    t = schema.field(ID_COLUMN).type
+    if not pa.types.is_integer(t):
+        raise InvalidArrow(f"column '{ID_COLUMN}' must be an integer type (uint64), got {t}")
+    if VECTOR_COLUMN in names:
+        t = schema.field(VECTOR_COLUMN).type
+        if not pa.types.is_fixed_size_list(t) or not pa.types.is_floating(t.value_type):
+            raise InvalidArrow(f"column '{VECTOR_COLUMN}' must be FixedSizeList<float32>[{c.dim}], got {t}")
+        if t.list_size != c.dim:
+            raise DimensionMismatch(f"collection '{c.name}' has dim {c.dim}, got {t.list_size}")
+    elif TEXT_COLUMN in names and c.embedder_name is not None:
+        t = schema.field(TEXT_COLUMN).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            raise InvalidArrow(f"column '{TEXT_COLUMN}' must be non-null strings, got {t}")
+    else:
+        want = f"'{VECTOR_COLUMN}'" + (f" or '{TEXT_COLUMN}'" if c.embedder_name else "")
+        raise InvalidArrow(f"the stream needs a {want} column; columns: {names}")
+
+
+def _decode(c: Collection, table: pa.Table) -> tuple[np.ndarray, np.ndarray | list[str], pa.Table | None]:
+    names = table.column_names
+    if table.num_rows == 0:
+        raise EmptyInput("the Arrow stream has no rows")
     ids = _ids(table.column(ID_COLUMN))
     data: np.ndarray | list[str]
     if VECTOR_COLUMN in names:
         data = _vectors(c, table.column(VECTOR_COLUMN))
         used = [ID_COLUMN, VECTOR_COLUMN]
-    elif TEXT_COLUMN in names and c.embedder_name is not None:
+    else:
         col = table.column(TEXT_COLUMN)
-        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) or col.null_count:
-            raise InvalidArrow(f"column '{TEXT_COLUMN}' must be non-null strings, got {col.type}")
+        if col.null_count:
+            raise InvalidArrow(f"column '{TEXT_COLUMN}' must be non-null strings, got {col.null_count} null(s)")
         data = col.to_pylist()
         used = [ID_COLUMN, TEXT_COLUMN]
-    else:
-        want = f"'{VECTOR_COLUMN}'" + (f" or '{TEXT_COLUMN}'" if c.embedder_name else "")
-        raise InvalidArrow(f"the stream needs a {want} column; columns: {names}")
     meta = table.drop_columns(used)
     return ids, data, (meta if meta.num_columns else None)
 

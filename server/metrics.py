@@ -49,6 +49,11 @@ class HttpMetrics:
         self.hist_counts: dict[tuple[str, str], list[int]] = {}
         self.hist_sum: dict[tuple[str, str], float] = defaultdict(float)
         self.in_flight = 0
+        self.faults: dict[str, int] = defaultdict(int)
+
+    def count_fault(self, code: str) -> None:
+        """A server-side fault with a stable code (e.g. ``corrupt_data``) was answered."""
+        self.faults[code] += 1
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests[(method, route, str(status))] += 1
@@ -83,6 +88,10 @@ class HttpMetrics:
             total = _num(self.hist_sum[(method, route)])
             out.append(f"vqsearch_http_request_duration_seconds_sum{_labels(base)} {total}")
             out.append(f"vqsearch_http_request_duration_seconds_count{_labels(base)} {acc}")
+        out += ["# HELP vqsearch_server_faults_total Server-side faults answered with a stable code "
+                "(corrupt_data: a damaged file found while serving).",
+                "# TYPE vqsearch_server_faults_total counter"]
+        out += [f"vqsearch_server_faults_total{_labels([('code', c)])} {n}" for c, n in sorted(self.faults.items())]
         out += ["# HELP vqsearch_http_requests_in_flight HTTP requests being served.",
                 "# TYPE vqsearch_http_requests_in_flight gauge", f"vqsearch_http_requests_in_flight {self.in_flight}"]
         return out

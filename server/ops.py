@@ -50,5 +50,12 @@ async def metrics(state: StateDep) -> PlainTextResponse:
     lines += gauge("vqsearch_worker_threads_busy", "Worker threads in use.",
                    [(lb, lim.borrowed_tokens) for lb, lim in pools])
     lines += gauge("vqsearch_worker_threads_limit", "Worker-pool sizes.", [(lb, lim.total_tokens) for lb, lim in pools])
+    b = state.batcher
+    lines += gauge("vqsearch_search_batches_busy", "Batched searches running.", [((), b.busy)])
+    lines += gauge("vqsearch_search_queued_queries", "Query vectors waiting for a search worker.",
+                   [((), b.queued_rows)])
+    lines += gauge("vqsearch_search_batches", "Batched index calls made since start (a counter).", [((), b.batches)])
+    lines += gauge("vqsearch_search_batched_queries", "Query vectors searched in batches since start (a counter).",
+                   [((), b.batched_rows)])
     lines += await state.read(_index_gauges, state)
     return PlainTextResponse("\n".join(lines) + "\n", media_type=CONTENT_TYPE)

@@ -8,7 +8,6 @@ all-or-nothing.  The body-size middleware bounds the file.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -18,14 +17,13 @@ import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from ..errors import InvalidInput
+from . import wire
 from .auth import AdminAccess, ReadAccess
 from .collections import ERRORS
 from .convert import embed_texts, metadata_rows, read_arrow_stream, vectors_from_json
-from .errors import MalformedJson, UnsupportedMediaType
+from .errors import UnsupportedMediaType
 from .limits import ARROW_STREAM
 from .registry import Collection
 from .schemas import MAX_ID, MAX_INCLUDE, DeleteResult, Point, PointsDelete, PointsUpsert, UpsertResult
@@ -43,23 +41,6 @@ _ARROW_DOC = (f"An Arrow IPC stream (`{ARROW_STREAM}`): an `id` integer column (
 UPSERT_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/PointsUpsert"}},
     ARROW_STREAM: {"schema": {"type": "string", "format": "binary", "description": _ARROW_DOC}}}}}
-
-
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-def parse_json_body(raw: bytes, model: type[PointsUpsert]) -> PointsUpsert:
-    """Validate a JSON body like FastAPI would (malformed JSON → 400, invalid fields → 422)."""
-    try:
-        obj = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise MalformedJson(f"request body is not valid JSON: {exc}") from None
-    try:
-        return model.model_validate(obj)
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
-        raise RequestValidationError(errors) from None
 
 
 async def spool_body(request: Request, directory: Path) -> Path:
@@ -84,7 +65,7 @@ async def spool_body(request: Request, directory: Path) -> Path:
 
 async def _upsert(state: ServerState, c: Collection, ids: np.ndarray, data: Any, metadata: Any) -> dict[str, int]:
     if isinstance(data, list):  # texts: embed outside the writer lock (it is the slow part)
-        data = await anyio.to_thread.run_sync(embed_texts, c, data, limiter=state.write_limiter)
+        data = await state.encode(embed_texts, c, data)
 
     def run() -> dict[str, int]:
         written = c.index.upsert(data, ids, metadata=metadata)
@@ -100,17 +81,17 @@ async def upsert_points(request: Request, collection: CollectionDep, state: Stat
     The first write to a collection trains its quantisers on that batch, so make it representative.
     Each request is atomic: on any error nothing is written.
     """
-    ctype = media_type(request)
+    ctype = wire.media_type(request)
     if ctype == ARROW_STREAM:
         path = await spool_body(request, state.registry.tmp_dir)
         try:
-            ids, data, meta = await anyio.to_thread.run_sync(read_arrow_stream, collection, path,
-                                                             limiter=state.write_limiter)
+            ids, data, meta = await state.encode(read_arrow_stream, collection, path,
+                                                 state.settings.max_arrow_bytes)
             return await _upsert(state, collection, ids, data, meta)
         finally:
             path.unlink(missing_ok=True)
-    if ctype == "application/json" or ctype.endswith("+json"):
-        body = parse_json_body(await request.body(), PointsUpsert)
+    if wire.is_json(ctype):
+        body = wire.validate(PointsUpsert, wire.loads(await request.body()))
         ids = np.asarray(body.ids, dtype=np.uint64)
         if body.texts is not None:
             data: Any = list(body.texts)  # embedded in a worker thread (400 there if there is no embedder)

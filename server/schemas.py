@@ -78,6 +78,9 @@ class CollectionCreate(_Model):
     residual: bool | None = Field(None, description="Rescore codes quantise the scan code's residual.")
     embedder: Literal["minilm"] | None = Field(
         None, description="Embed texts on ingest and query with this model (needs the 'models' extra).")
+    replace_unavailable: bool = Field(False, description="Replace a collection of this name that is unavailable "
+                                      "(its index could not be opened); its data is deleted.  Never replaces an "
+                                      "available collection.")
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"name": "docs", "dim": 384, "metric": "cosine", "scan": "binary", "rescore": "e8p", "embedder": None},
@@ -106,6 +109,7 @@ class CollectionInfo(BaseModel):
     """A collection's settings and current statistics."""
 
     name: str = Field(examples=["docs"])
+    status: Literal["available"] = Field("available", description="'available': the collection can be used.")
     dim: int = Field(examples=[384])
     metric: str = Field(examples=["cosine"])
     scan: str = Field(examples=["binary"])
@@ -124,8 +128,30 @@ class CollectionInfo(BaseModel):
     created: float = Field(description="Creation time (Unix seconds).", examples=[1716200000.0])
 
 
+class UnavailableCollection(BaseModel):
+    """A registered collection whose index could not be opened (damaged or missing files)."""
+
+    name: str = Field(examples=["docs"])
+    status: Literal["unavailable"] = "unavailable"
+    error: str = Field(description="Stable code of the error that prevented opening it.", examples=["corrupt_data"])
+    message: str = Field(description="What went wrong.")
+
+
 class CollectionList(BaseModel):
-    collections: list[CollectionInfo]
+    collections: list[CollectionInfo | UnavailableCollection] = Field(
+        description="Every collection by name; those that could not be opened have status 'unavailable'.")
+
+
+class OpenRequest(_Model):
+    """Re-open an unavailable collection."""
+
+    on_corrupt: Literal["skip", "raise"] = Field("skip", description="'skip': leave damaged segments out (their "
+                                                 "rows are lost) and fall back to an older manifest if needed.")
+
+
+class OpenResult(BaseModel):
+    name: str
+    skipped: list[str] = Field(description="Files left out because they were damaged.")
 
 
 class Deleted(BaseModel):
@@ -203,17 +229,22 @@ class Point(BaseModel):
 
 
 # ---------------------------------------------------------------- search
-class SearchRequest(_Model):
-    """k-nearest-neighbour search for one or more query vectors (or texts, with an embedder)."""
+class SearchOptions(_Model):
+    """Search parameters without the queries (binary request bodies carry them in the query string)."""
 
-    vectors: list[list[float]] | None = Field(None, min_length=1, max_length=MAX_QUERIES)
-    texts: list[str] | None = Field(None, min_length=1, max_length=MAX_QUERIES)
     k: int = Field(10, ge=1, le=MAX_K, description="Results per query (fewer if the collection is smaller).")
     filter: dict[str, Any] | None = Field(
         None, description="Metadata filter, e.g. {\"section\": \"python\"} or {\"year\": {\"gte\": 2020}}.")
     include: list[str] = Field([], max_length=MAX_INCLUDE, description="Metadata columns returned with hits.")
     oversample: int | None = Field(None, ge=1, le=1000, description="Scan candidates per result for rescoring.")
     nprobe: int | None = Field(None, ge=1, le=1 << 20, description="IVF lists scanned per query.")
+
+
+class SearchRequest(SearchOptions):
+    """k-nearest-neighbour search for one or more query vectors (or texts, with an embedder)."""
+
+    vectors: list[list[float]] | None = Field(None, min_length=1, max_length=MAX_QUERIES)
+    texts: list[str] | None = Field(None, min_length=1, max_length=MAX_QUERIES)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"vectors": [_EX_VECTOR], "k": 10, "filter": {"section": "python"}, "include": ["section"]},

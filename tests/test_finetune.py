@@ -10,9 +10,9 @@ import pytest
 
 from vqsearch.errors import InvalidInput, InvalidSpec
 from vqsearch.rht import RandomizedHadamard
+from vqsearch.weights.codec import decode_tensor, encode_tensor
 from vqsearch.weights.finetune import FinetuneOptions
 from vqsearch.weights.finetune_codes import StoredQuantised
-from vqsearch.weights.formats import decode_tensor, encode_tensor
 
 torch = pytest.importorskip("torch")
 

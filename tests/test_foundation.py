@@ -1,4 +1,4 @@
-"""Protocol, registry, serialisation and RHT tests."""
+"""Registry, errors and RHT tests (the protocol of every quantiser: test_quantizer_conformance.py)."""
 
 from __future__ import annotations
 
@@ -72,34 +72,6 @@ def test_registry_errors():
     assert "float16" in quantizers.available()
 
 
-def test_input_validation_errors():
-    q = quantizers.get("float16").fit(np.zeros((4, 8), np.float32))
-    with pytest.raises(errors.DimensionMismatch, match="dimension 7, expected 8"):
-        q.encode(np.zeros((2, 7), np.float32))
-    with pytest.raises(errors.NonFiniteInput, match="first bad row: 1"):
-        q.encode(np.array([[0] * 8, [np.nan] * 8], np.float32))
-    with pytest.raises(errors.InvalidInput, match="must be 2-D"):
-        q.encode(np.zeros(8, np.float32))
-    with pytest.raises(errors.InvalidCodes, match="width 3 bytes, expected code_size 16"):
-        q.decode(np.zeros((1, 3), np.uint8))
-    with pytest.raises(errors.InvalidCodes, match="must be uint8"):
-        q.decode(np.zeros((1, 16), np.int32))
-    with pytest.raises(errors.EmptyInput, match="at least 1 training vectors, got 0"):
-        quantizers.get("float16").fit(np.zeros((0, 8), np.float32))
-    assert q.encode(np.zeros((0, 8), np.float32)).shape == (0, 16)
-
-
-def test_corrupt_blobs_raise_typed_errors():
-    q = quantizers.get("float16:rht=true").fit(np.ones((2, 10), np.float32))
-    blob = q.to_bytes()
-    with pytest.raises(errors.CorruptData, match="checksum"):
-        quantizers.from_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
-    with pytest.raises(errors.CorruptData, match="too short"):
-        quantizers.from_bytes(blob[:5])
-    with pytest.raises(errors.CorruptData, match="magic"):
-        quantizers.from_bytes(b"XXXX" + blob[4:])
-
-
 def test_errors_pickle_and_inherit_builtins():
     e = errors.DimensionMismatch("collection 'docs' has dim 384, got 383")
     e2 = pickle.loads(pickle.dumps(e))
@@ -111,22 +83,3 @@ def test_float16_rejects_values_beyond_its_range():
     q = quantizers.get("float16").fit(np.ones((2, 4), np.float32))
     with pytest.raises(errors.NonFiniteInput, match=r"float16 range \(±65504\) in row 1"):
         q.encode(np.array([[1, 2, 3, 4], [1, 7e4, 0, 0]], np.float32))
-
-
-@pytest.mark.parametrize("spec", ["trellis:bits=4,L=12,rht=true", "trellis:bits=3,L=10,scale=block",
-                                  "trellis:bits=2,L=10,V=2,code=lut,rht=true", "e8p:bits=4,rht=true", "sq8", "binary"])
-def test_ip_pairs_equals_decode_then_dot(spec, rng):
-    """The rescoring hook (fused for trellis codes) equals ⟨work query, decode_work(row)⟩ for every pair,
-    including rows that no pair refers to and rows that many do."""
-    from vqsearch import quantizers
-
-    x = rng.standard_normal((300, 40)).astype(np.float32)
-    q = quantizers.get(spec).fit(x)
-    codes = q.encode(x[:50])
-    qw = q.work_queries(rng.standard_normal((7, 40)).astype(np.float32))
-    qi = rng.integers(0, 7, 400).astype(np.int64)
-    ri = rng.integers(0, 45, 400).astype(np.int64)  # rows 45-49 unused
-    ri[:30] = 3
-    ref = np.einsum("pd,pd->p", qw[qi], q.decode_work(codes)[ri])
-    np.testing.assert_allclose(q.ip_pairs(qw, qi, codes, ri), ref, rtol=1e-4, atol=1e-4)
-    assert q.ip_pairs(qw, qi[:0], codes, ri[:0]).shape == (0,)

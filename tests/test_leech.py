@@ -3,6 +3,8 @@
 References are independent of the code under test: Leech membership from the lattice's
 definition, the 196 560 minimal vectors from their three shapes, Fincke–Pohst enumeration over
 an LLL-reduced basis (closest points), theta-series shell counts, and pure-Python bit packing.
+
+(The protocol checks shared by every family are in test_quantizer_conformance.py.)
 """
 
 from __future__ import annotations
@@ -476,8 +478,8 @@ def test_any_dimension(d, rht):
     rng = np.random.default_rng(d)
     x = rng.normal(size=(30, d)).astype(np.float32)
     q = quantizers.get(f"leech:bits=2,rht={rht}").fit(x)
-    assert q._d_work % 24 == 0 and q._d_work >= d
-    assert q.code_size == q._d_work // 24 * 6
+    assert q.work_dim % 24 == 0 and q.work_dim >= d
+    assert q.code_size == q.work_dim // 24 * 6
     x_hat = q.reconstruct(x)
     assert x_hat.shape == x.shape and x_hat.dtype == np.float32
     rel = np.sum((x_hat - x) ** 2) / np.sum(x**2)
@@ -498,18 +500,6 @@ def test_vector_scale_handles_norms_and_zero_rows():
     assert np.median(rel) < np.median(rel_g), "per-vector scale should help when norms vary 10⁴×"
 
 
-@pytest.mark.parametrize("spec", ["leech:bits=2,rht=true,seed=3", "leech:bits=1.5,scale=vector"])
-def test_serialisation_roundtrip_is_bit_exact(spec, gauss):
-    xt, x = gauss
-    q = quantizers.get(spec).fit(xt)
-    blob = q.to_bytes()
-    q2 = quantizers.from_bytes(blob)
-    assert type(q2) is Leech and q2.params() == q.params() and q2.to_bytes() == blob
-    codes = q.encode(x)
-    assert np.array_equal(q2.encode(x), codes)
-    assert np.array_equal(q2.decode(codes), q.decode(codes))
-
-
 def test_bad_inputs_raise_typed_errors(gauss):
     xt, _ = gauss
     with pytest.raises(errors.InvalidSpec, match=r"24·bits an integer in \[18, 72\]"):
@@ -526,15 +516,7 @@ def test_bad_inputs_raise_typed_errors(gauss):
         quantizers.get("leech:scale=block")
     with pytest.raises(errors.InvalidSpec, match="cannot parse bits='two'"):
         quantizers.get("leech:bits=two")
-    with pytest.raises(errors.NotFitted, match="must be fitted"):
-        quantizers.get("leech").encode(xt)
     q = quantizers.get("leech").fit(xt)
-    with pytest.raises(errors.DimensionMismatch, match="dimension 47, expected 48"):
-        q.encode(xt[:, :47])
-    with pytest.raises(errors.NonFiniteInput, match="NaN or inf"):
-        q.encode(np.full((1, 48), np.nan, np.float32))
-    with pytest.raises(errors.InvalidCodes, match="expected code_size 12"):
-        q.decode(np.zeros((1, 11), np.uint8))
     bad = pack_block_codes([[0, q.levels * (q.ball.size - 1)]], 0, 48, q.code_size)
     with pytest.raises(errors.InvalidCodes, match="1 vector\\(s\\) \\(first: row 0\\).*outside the codebook"):
         q.decode(bad)
@@ -545,6 +527,3 @@ def test_bad_inputs_raise_typed_errors(gauss):
         qv.decode(nan_scale)
     with pytest.raises(errors.InvalidInput, match="exceeds the float16 range"):
         qv.encode(np.full((1, 48), 1e6, np.float32))
-    blob = bytearray(q.to_bytes())
-    with pytest.raises(errors.CorruptData, match="checksum"):
-        quantizers.from_bytes(bytes(blob[:-1]) + bytes([blob[-1] ^ 1]))

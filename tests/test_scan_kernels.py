@@ -1,9 +1,14 @@
-"""Scan and top-k kernels against numpy references (odd sizes, ties, masks, ranges)."""
+"""Scan, top-k, IVF-selection and Hadamard kernels against the numpy references (odd sizes, ties, masks,
+ranges)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import vqtest_reference as ref
+from vqsearch.kernels import fastscan as fs
+from vqsearch.kernels.hadamard import fwht_rows, fwht_rows_serial
+from vqsearch.kernels.ivf import select_lists, select_lists_serial
 from vqsearch.kernels.scan import (
     binary_cascade_topk,
     binary_cascade_topk_serial,
@@ -15,7 +20,7 @@ from vqsearch.kernels.scan import (
     sign_nibble_luts,
     transpose_sign_words,
 )
-from vqsearch.kernels.topk import merge_topk, topk_rows
+from vqsearch.kernels.topk import kth_largest, merge_topk, top_k_unordered, topk_rows
 
 EMPTY_F = np.zeros(0, np.float32)
 EMPTY_B = np.zeros(0, np.bool_)
@@ -25,11 +30,6 @@ def _full_ranges(nq: int, n: int) -> np.ndarray:
     r = np.zeros((nq, 1, 2), np.int64)
     r[:, 0, 1] = n
     return r
-
-
-def _ref_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, order, axis=1), order
 
 
 @pytest.mark.parametrize("n,nbytes,k", [(1, 1, 1), (37, 3, 5), (1000, 13, 17), (513, 48, 100)])
@@ -43,10 +43,9 @@ def test_lut_scan_matches_numpy(n, nbytes, k, rng):
     bias = rng.standard_normal((nq, 1)).astype(np.float32)
     k_eff = min(k, int(live.sum()))
     vals, rows = lut_scan_topk(tables, codes, row_a, row_b, _full_ranges(nq, n), bias, live, k)
-    ref = np.stack([tables[q][np.arange(nbytes), codes[:, :nbytes]].sum(axis=1) for q in range(nq)])
-    ref = ref * row_b + row_a + bias
-    ref[:, ~live] = -np.inf
-    rv, rr = _ref_topk(ref, k_eff)
+    want = ref.lut_scan_scores_ref(tables, codes, row_a, row_b) + bias
+    want[:, ~live] = -np.inf
+    rv, rr = ref.topk_ref(want, k_eff)
     np.testing.assert_allclose(vals[:, :k_eff], rv, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(np.sort(rows[:, :k_eff], axis=1), np.sort(rr, axis=1))
     assert (rows[:, k_eff:] == -1).all() and np.isneginf(vals[:, k_eff:]).all()
@@ -63,12 +62,12 @@ def test_lut_scan_ranges_and_split_agree(rng):
         v2, r2 = lut_scan_topk_split(table[0], codes, EMPTY_F, EMPTY_F, ranges[0], bias[0], EMPTY_B, k, chunks)
         np.testing.assert_array_equal(r2, r1[0])
         np.testing.assert_allclose(v2, v1[0], rtol=1e-6)
-    ref = table[0][np.arange(nbytes), codes].sum(axis=1)
-    ref = ref + np.where((np.arange(n) >= 900) & (np.arange(n) < 1999), 1.0, 0.0)
-    ref[:100] = -np.inf
-    ref[400:900] = -np.inf
-    ref[1999:] = -np.inf
-    np.testing.assert_array_equal(np.sort(r1[0]), np.sort(np.argsort(-ref)[:k]))
+    want = ref.lut_scan_scores_ref(table, codes)[0]
+    want = want + np.where((np.arange(n) >= 900) & (np.arange(n) < 1999), 1.0, 0.0)
+    want[:100] = -np.inf
+    want[400:900] = -np.inf
+    want[1999:] = -np.inf
+    np.testing.assert_array_equal(np.sort(r1[0]), np.sort(ref.topk_ref(want[None], k)[1][0]))
 
 
 @pytest.mark.parametrize("d", [1, 3, 7, 97, 384, 1000])
@@ -82,14 +81,12 @@ def test_hamming_and_cascade_match_numpy(d, rng):
     q = rng.standard_normal((nq, d)).astype(np.float32)
     qbits = np.zeros((nq, nwords * 8), np.uint8)
     qbits[:, :nbytes] = np.packbits(q > 0, axis=1)
-    ham = (np.unpackbits(qbits[:, :nbytes], axis=1, count=d)[:, None, :]
-           != np.unpackbits(packed[:, :nbytes], axis=1, count=d)[None]).sum(axis=2)
+    ham = ref.hamming_ref(ref.unpack(qbits[:, :nbytes], d), ref.unpack(packed[:, :nbytes], d))
     words_t = transpose_sign_words(packed, nbytes)
     hv, hr = hamming_scan_topk(qbits.view(np.uint64), words_t, _full_ranges(nq, n), EMPTY_B, k)
     np.testing.assert_array_equal(-hv, np.take_along_axis(ham, hr, axis=1))
     # ties: exactly the k smallest distances, equal distances in row order (a stable argsort)
-    ref_rows = np.argsort(ham, axis=1, kind="stable")[:, :k]
-    np.testing.assert_array_equal(hr, ref_rows)
+    np.testing.assert_array_equal(hr, ref.topk_ref(-ham, k)[1])
     # deleted rows are never returned, and fewer live rows than k pad with -1
     live = np.zeros(n, bool)
     live[rng.choice(n, k - 2, replace=False)] = True
@@ -122,8 +119,8 @@ def test_hamming_and_cascade_match_numpy(d, rng):
             in_range[lo:hi] = True
             assert ((rows[qi] >= lo) & (rows[qi] < hi) | (rows[qi] == -1)).all()
             if hi - lo <= m:  # everything in range passes the Hamming pass: exact top-k of the estimate
-                ref = np.sort(est[qi, lo:hi])[::-1][:k]
-                np.testing.assert_allclose(vals[qi, : ref.size], ref, rtol=1e-4, atol=1e-3)
+                best = np.sort(est[qi, lo:hi])[::-1][:k]
+                np.testing.assert_allclose(vals[qi, : best.size], best, rtol=1e-4, atol=1e-3)
                 continue
             ham_q = np.where(in_range, ham[qi], 10**6)
             pool_cut = np.sort(ham_q)[m - 1]
@@ -137,7 +134,7 @@ def test_hamming_and_cascade_match_numpy(d, rng):
 def test_topk_rows_ties_and_merge(rng):
     scores = np.round(rng.standard_normal((5, 200)), 1).astype(np.float32)  # many ties
     vals, cols = topk_rows(scores, 10)
-    np.testing.assert_array_equal(vals, -np.sort(-scores, axis=1)[:, :10])
+    np.testing.assert_array_equal(vals, ref.topk_ref(scores, 10)[0])
     np.testing.assert_array_equal(np.take_along_axis(scores, cols, axis=1), vals)
     a_v, a_i = topk_rows(scores[:, :100], 10)
     b_v, b_i = topk_rows(scores[:, 100:], 10)
@@ -147,44 +144,33 @@ def test_topk_rows_ties_and_merge(rng):
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 400, 1024])
-def test_kth_largest_matches_sort(n, rng):
-    from vqsearch.kernels.topk import kth_largest
-
+def test_kth_largest_and_top_k_unordered_match_sort(n, rng):
     for trial in range(20):
         # ties, negative values, zeros of both signs and infinities all keep their float order
         x = (rng.integers(-3, 4, n) if trial % 2 else rng.standard_normal(n) * 10).astype(np.float32)
         if n > 3 and trial % 4 == 1:
             x[:3] = [-0.0, np.inf, -np.inf]
-        ref = np.sort(x)[::-1]
         for k in sorted({1, n, max(1, n // 2), max(1, n // 3)}):
-            assert kth_largest(x.copy(), k) == ref[k - 1]
+            assert kth_largest(x.copy(), k) == ref.kth_largest_ref(x, k)
+            picked = top_k_unordered(x, k)  # ascending indices, ties at the cut to lower indices
+            np.testing.assert_array_equal(picked, np.sort(ref.topk_ref(x[None], k)[1][0]))
 
 
-def test_select_lists_cut_ties_and_order(rng):
+def test_select_lists_match_reference(rng):
     """The cut keeps the nprobe best (ties at the cut to the lowest ids); the ``lead`` best come first, best
     first (ties: lower id first), then the others in ascending id order."""
-    from vqsearch.kernels.ivf import select_lists, select_lists_serial
-
     for trial in range(10):
         scores = (rng.integers(0, 5, (6, 50)) if trial % 2 else rng.standard_normal((6, 50))).astype(np.float32)
         bias = (rng.standard_normal(50) * (trial % 3 == 0)).astype(np.float32)
-        total = scores + bias
         for nprobe in (1, 7, 49, 50, 80):
-            kept = min(nprobe, 50)
             for lead in (0, 1, 3, 8, 80):
+                want = ref.select_lists_ref(scores, bias, nprobe, lead)
                 for fn in (select_lists, select_lists_serial):
                     got = fn(scores.copy(), bias, nprobe, lead)
-                    assert got.shape == (6, kept)
-                    nlead = min(lead, kept)
-                    for q in range(6):
-                        cut = np.sort(total[q])[::-1][kept - 1]
-                        above = np.flatnonzero(total[q] > cut)
-                        ties = np.flatnonzero(total[q] == cut)[: kept - above.size]
-                        picked = np.sort(np.concatenate([above, ties]))
-                        np.testing.assert_array_equal(np.sort(got[q]), picked)
-                        best = picked[np.argsort(-total[q, picked], kind="stable")][:nlead]
-                        np.testing.assert_array_equal(got[q, :nlead], best)
-                        np.testing.assert_array_equal(got[q, nlead:], np.setdiff1d(picked, best))
+                    nlead = min(lead, want.shape[1])
+                    np.testing.assert_array_equal(got[:, :nlead], want[:, :nlead])
+                    np.testing.assert_array_equal(np.sort(got, axis=1), np.sort(want, axis=1))
+                    np.testing.assert_array_equal(got[:, nlead:], want[:, nlead:])
 
 
 def test_probe_matches_exact_nearest_lists(rng):
@@ -207,8 +193,6 @@ def test_probe_matches_exact_nearest_lists(rng):
 def test_sign_nibble_luts_and_binary_refine_match_numpy(d, rng):
     """Nibble tables reproduce Σ_t q_t(2b_t − 1) for packbits-ordered sign bytes (odd dims pad with zero
     coordinates); the refinement scores kept rows exactly and hands the reconstruction's inner product on."""
-    from vqsearch.kernels import fastscan as fs
-
     n, nq, k = 300, 5, 9
     nbytes = (d + 7) // 8
     bits = rng.integers(0, 2, (n, d)).astype(np.uint8)
@@ -217,8 +201,9 @@ def test_sign_nibble_luts_and_binary_refine_match_numpy(d, rng):
     exact = qw @ (2.0 * bits - 1).T  # (nq, n)
     lut = sign_nibble_luts(qw, nbytes)
     assert lut.shape == (nq, 2 * nbytes, 16)
+    np.testing.assert_allclose(lut, ref.sign_nibble_luts_ref(qw, nbytes), rtol=1e-5, atol=1e-5)
     lut_u8, scale, offset = fs.quantize_luts(lut)
-    sums = fs.fastscan_sums(lut_u8, fs.pack_fastscan(codes), n)
+    sums = fs.fastscan_sums(lut_u8, fs.pack_fastscan(codes))
     np.testing.assert_allclose(offset[:, None] + scale[:, None] * sums, exact, atol=float(scale.max()) * nbytes + 1e-4)
 
     rows = rng.integers(0, n, (nq, k)).astype(np.int64)
@@ -237,3 +222,12 @@ def test_sign_nibble_luts_and_binary_refine_match_numpy(d, rng):
         np.testing.assert_allclose(vals[ok], est[ok], rtol=1e-5, atol=1e-4)
         np.testing.assert_allclose(ip[ok], (qc[:, None] + level[rows] * s)[ok], rtol=1e-5, atol=1e-4)
         assert np.isneginf(vals[~ok]).all()
+
+
+@pytest.mark.parametrize("m", [1, 2, 8, 256])
+def test_fwht_rows_matches_hadamard_matrix(m, rng):
+    x = rng.standard_normal((5, m)).astype(np.float32)
+    for fn in (fwht_rows, fwht_rows_serial):
+        y = x.copy()
+        fn(y)  # in place
+        np.testing.assert_allclose(y, ref.fwht_ref(x), rtol=1e-5, atol=1e-4)

@@ -6,6 +6,7 @@ and derives expected row contents independently from (id, generation).
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import threading
@@ -17,12 +18,18 @@ import pyarrow as pa
 import pytest
 from vqtest_storage import (
     CODES,
+    POOL,
+    MetadataModel,
     check_matches,
+    check_model,
     config,
     expected_rows,
     listing,
+    metadata_table,
+    random_values,
     rewrite_manifest,
     write,
+    write_model_rows,
 )
 
 from vqsearch.errors import (
@@ -117,7 +124,7 @@ def test_create_existing_and_open_missing(tmp_path):
         Store.open(tmp_path / "missing")
 
 
-def test_metadata_inputs_schema_declared_once(tmp_path):
+def test_metadata_inputs_normalised_to_one_storage_type(tmp_path):
     st = Store.create(tmp_path / "m", StoreConfig(code_columns={"c": 2}, dim=3))
 
     def codes(n):
@@ -141,11 +148,11 @@ def test_metadata_inputs_schema_declared_once(tmp_path):
     assert sorted(got.tolist()) == [4, 5, 7]
     with pytest.raises(InvalidInput, match=r"metadata column 'n' has type string, expected int64"):
         st.write([8], codes(1), metadata={"tag": ["a"], "n": ["not a number"]})
-    with pytest.raises(InvalidInput, match=r"missing \['n'\], unexpected \['m'\]"):
-        st.write([8], codes(1), metadata={"tag": ["a"], "m": [1]})
+    with pytest.raises(InvalidInput, match=r"metadata column name 'id' is reserved for the row id"):
+        st.write([8], codes(1), metadata={"tag": ["a"], "id": [1]})
     with pytest.raises(InvalidInput, match=r"metadata has 2 rows, expected 1"):
         st.write([8], codes(1), metadata={"tag": ["a", "b"], "n": [1, 2]})
-    with pytest.raises(InvalidInput, match="reserved by the filter language"):
+    with pytest.raises(InvalidInput, match="metadata column name .and. is reserved for the filter language"):
         Store.create(tmp_path / "r", StoreConfig(code_columns={}, dim=1,
                                                  metadata_schema=pa.schema([("and", pa.int8())])))
     st.close()
@@ -537,3 +544,280 @@ def test_cluster_by_keeps_rows_grouped_through_writes_and_compaction(tmp_path):
         assert snap.num_rows == 250
     with pytest.raises(InvalidInput, match="cluster_by='nope' must name a declared extra column"):
         Store.create(tmp_path / "t", StoreConfig(code_columns={"c": 1}, dim=2, extra_columns={}, cluster_by="nope"))
+
+
+# ------------------------------------------------------------------ evolving metadata
+def test_random_writes_updates_and_schema_growth_match_the_model(tmp_path):
+    """Adds, upserts and update_metadata with random column subsets (new columns appear over time),
+    deletes and compactions, checked after every step against a plain-Python model, then again
+    after reopening and for every retained older version."""
+    root = tmp_path / "ev"
+    st = Store.create(root, config(keep_versions=6, merge_fanout=3, target_segment_bytes=1 << 15))
+    rng = random.Random(11)
+    model = MetadataModel()
+    history: dict[int, MetadataModel] = {}
+    next_id = 0
+    ops = {"add": 0, "upsert": 0, "update": 0, "delete": 0, "compact": 0}
+    for gen in range(1, 61):
+        roll = rng.random()
+        cols = rng.sample(sorted(POOL), rng.randint(0, 3))
+        if roll < 0.25 or not model.rows:
+            op, ids = "add", list(range(next_id, next_id + rng.randint(1, 25)))
+            next_id += len(ids)
+        elif roll < 0.45:
+            op = "upsert"
+            ids = rng.sample(sorted(model.rows), min(len(model.rows), rng.randint(1, 10))) + [next_id]
+            next_id += 1
+        elif roll < 0.8:
+            op, ids = "update", rng.sample(sorted(model.rows), min(len(model.rows), rng.randint(1, 30)))
+            cols = cols or [rng.choice(sorted(POOL))]
+        elif roll < 0.95:
+            op, ids = "delete", rng.sample(sorted(model.rows), min(len(model.rows), rng.randint(1, 8)))
+        else:
+            op, ids = "compact", []
+        values = {c: random_values(rng, c, len(ids)) for c in cols}
+        if op in ("add", "upsert"):
+            write_model_rows(st, ids, gen, values, upsert=op == "upsert")
+            model.write(ids, values, gen)
+        elif op == "update":
+            st.update_metadata(ids, metadata_table(values) if rng.random() < 0.5 else values)
+            model.update(ids, values)
+        elif op == "delete":
+            st.delete(ids)
+            model.delete(ids)
+        else:
+            st.compact()
+        ops[op] += 1
+        check_model(st.snapshot(), model)
+        history[st.version] = model.copy()
+    assert min(ops.values()) > 0, ops
+    assert set(model.columns) == set(POOL)  # every pool column was declared along the way
+    st.close()
+    with Store.open(root, read_only=True) as again:
+        check_model(again.snapshot(), model)
+    retained = [v.version for v in Store.open(root, read_only=True).versions()]
+    assert len(retained) == 6
+    for v in retained:
+        if v in history:  # versions committed by automatic compaction have the same contents
+            check_model(Store.open(root, version=v).snapshot(), history[v])
+
+
+def test_partial_and_new_columns(tmp_path):
+    st = Store.create(tmp_path / "p", config(auto_compact=False))
+    write_model_rows(st, [0, 1], 1, {"a": [1, 2], "s": ["x", "y"]}, upsert=False)
+    v_before = st.version
+    write_model_rows(st, [2], 2, {"s": ["z"]}, upsert=False)  # omits 'a': null for this row
+    write_model_rows(st, [3], 3, {"f": [0.5], "a": [7]}, upsert=False)  # declares 'f': null for rows 0..2
+    write_model_rows(st, [4], 4, None, upsert=False)  # no metadata at all: every column null
+    snap = st.snapshot()
+    assert snap.metadata_schema.names == ["a", "s", "f"]
+    assert snap.metadata_schema.field("s").type == pa.large_string()
+    assert snap.get(np.arange(5)).metadata.to_pylist() == [
+        {"a": 1, "s": "x", "f": None}, {"a": 2, "s": "y", "f": None}, {"a": None, "s": "z", "f": None},
+        {"a": 7, "s": None, "f": 0.5}, {"a": None, "s": None, "f": None}]
+    assert snap.segments[2].segment.metadata_columns == {"a", "f"}  # a segment stores only what it was given
+    # The schema change is part of the committed version: the older version never had 'f'.
+    assert Store.open(tmp_path / "p", version=v_before).snapshot().metadata_schema.names == ["a", "s"]
+    with pytest.raises(InvalidInput, match="metadata column 'a' has type string, expected int64"):
+        st.write([5], {"scan": np.zeros((1, 8), np.uint8), "rescore": np.zeros((1, 16), np.uint8)},
+                 np.zeros((1, 4)), {"a": ["nope"]}, extra={"list": np.zeros(1, np.int32)})
+    with pytest.raises(InvalidInput, match="metadata column 'g' has no type"):
+        st.write([5], {"scan": np.zeros((1, 8), np.uint8), "rescore": np.zeros((1, 16), np.uint8)},
+                 np.zeros((1, 4)), {"g": [None]}, extra={"list": np.zeros(1, np.int32)})
+    st.compact()  # merges segments with different column subsets
+    assert st.snapshot().get(np.arange(5)).metadata.equals(snap.get(np.arange(5)).metadata)
+    st.close()
+
+
+def test_update_metadata_keeps_codes_and_rejects_bad_input_without_writing(tmp_path):
+    st = Store.create(tmp_path / "u", config())
+    write_model_rows(st, np.arange(20), 1, {"a": list(range(20)), "text": [f"doc {i}" for i in range(20)]},
+                     upsert=False)
+    st.delete([19])
+    model = MetadataModel()
+    model.write(range(20), {"a": list(range(20)), "text": [f"doc {i}" for i in range(20)]}, 1)
+    model.delete([19])
+    before, version = listing(st.path), st.version
+    bad = [
+        (UnknownIds, r"cannot update 2 id\(s\) that are not present: \[19, 99\]",
+         lambda: st.update_metadata([1, 19, 99], {"a": [1, 2, 3]})),
+        (InvalidInput, "metadata column 'a' has type string, expected int64",
+         lambda: st.update_metadata([1], {"a": ["x"]})),
+        (InvalidInput, "metadata has 1 rows, expected 2", lambda: st.update_metadata([1, 2], {"a": [5]})),
+        (InvalidInput, r"duplicate ids in one batch \(1\): \[3\]", lambda: st.update_metadata([3, 3], {"a": [1, 2]})),
+        (InvalidInput, "update_metadata needs at least one column", lambda: st.update_metadata([3], {})),
+        (InvalidInput, "metadata column name 'id' is reserved", lambda: st.update_metadata([3], {"id": [4]})),
+        (InvalidInput, "must be non-negative", lambda: st.update_metadata([-3], {"a": [4]})),
+    ]
+    for exc, match, call in bad:
+        with pytest.raises(exc, match=match):
+            call()
+        assert st.version == version and listing(st.path) == before
+    assert st.update_metadata([], {"a": []}) == version  # nothing to do: no new version
+    st.update_metadata([4, 2], {"text": ["new four", None], "flag": pa.array([True, False])})
+    model.update([4, 2], {"text": ["new four", None], "flag": [True, False]})
+    check_model(st.snapshot(), model)  # codes, vectors and extras of rows 2 and 4 are unchanged
+    st.update_metadata(np.arange(19), pd.DataFrame({"a": np.arange(19) * 10}))
+    model.update(range(19), {"a": [i * 10 for i in range(19)]})
+    check_model(st.snapshot(), model)
+    assert st.snapshot().segments[-1].segment.metadata_columns == {"a", "text", "flag"}
+    st.close()
+    check_model(Store.open(tmp_path / "u").snapshot(), model)
+
+
+@pytest.mark.parametrize("operation", ["update_metadata", "new_column"])
+def test_failed_commit_of_metadata_changes_leaves_the_store_unchanged(tmp_path, monkeypatch, operation):
+    import vqsearch.storage.commit as commit
+
+    st = Store.create(tmp_path / "f", config())
+    write_model_rows(st, np.arange(10), 1, {"a": list(range(10))}, upsert=False)
+    model = MetadataModel()
+    model.write(range(10), {"a": list(range(10))}, 1)
+    before, version = listing(st.path), st.version
+
+    def fail(root, m):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(commit, "write_manifest", fail)
+    with pytest.raises(OSError, match="disk full"):
+        if operation == "update_metadata":
+            st.update_metadata([1, 2], {"a": [5, 6], "s": ["new", "column"]})
+        else:
+            write_model_rows(st, [10], 2, {"f": [1.0]}, upsert=False)
+    assert st.version == version and listing(st.path) == before  # the new files were removed
+    check_model(st.snapshot(), model)
+    monkeypatch.undo()
+    st.update_metadata([1], {"s": ["after"]})  # the writer still works
+    model.update([1], {"s": ["after"]})
+    check_model(st.snapshot(), model)
+    st.close()
+
+
+# ------------------------------------------------------------------ count, scroll, metadata by id
+def _has(row: dict, column: str) -> bool:
+    return row.get(column) is not None
+
+
+FILTERS = [  # (filter, the same predicate in plain Python over (model row, id))
+    (None, lambda r, i: True),
+    ({}, lambda r, i: True),
+    ({"a": {"gte": 0}}, lambda r, i: _has(r, "a") and r["a"] >= 0),
+    ({"tags": {"contains": "py"}}, lambda r, i: _has(r, "tags") and "py" in r["tags"]),
+    ({"s": {"prefix": "py"}}, lambda r, i: _has(r, "s") and r["s"].startswith("py")),
+    ({"s": {"contains": "t"}}, lambda r, i: _has(r, "s") and "t" in r["s"]),
+    ({"text": {"is_null": True}}, lambda r, i: not _has(r, "text")),
+    ({"flag": {"is_null": False}, "f": {"lt": 1}}, lambda r, i: _has(r, "flag") and _has(r, "f") and r["f"] < 1),
+    ({"id": {"lt": 150}}, lambda r, i: i < 150),
+    ({"or": [{"id": {"in": [3, 50, 2**64]}}, {"flag": True}]}, lambda r, i: i in (3, 50) or r.get("flag") is True),
+    ({"not": {"s": {"contains": "y"}}}, lambda r, i: not (_has(r, "s") and "y" in r["s"])),
+    ({"id": {"gt": 10**6}}, lambda r, i: False),
+]
+
+
+@pytest.fixture(scope="module")
+def evolved_store(tmp_path_factory):
+    """A store with several segments clustered by a non-id key, deletions, upserts and evolving metadata."""
+    root = tmp_path_factory.mktemp("scroll") / "s"
+    cfg = StoreConfig(code_columns=dict(CODES), dim=4, vector_dtype="float16", extra_columns={"list": "int32"},
+                      cluster_by="list", policy=StorePolicy(auto_compact=False, target_segment_bytes=8192))
+    st = Store.create(root, cfg)
+    rng = random.Random(3)
+    model = MetadataModel()
+    ids = rng.sample(range(400), 300)
+    for gen, start in enumerate(range(0, 300, 60), 1):
+        batch = ids[start:start + 60]
+        cols = rng.sample(sorted(POOL), rng.randint(1, 4))
+        values = {c: random_values(rng, c, len(batch), nulls=0.3) for c in cols}
+        write_model_rows(st, batch, gen, values, upsert=False)
+        model.write(batch, values, gen)
+    upd = rng.sample(sorted(model.rows), 80)
+    values = {"s": random_values(rng, "s", 80), "tags": random_values(rng, "tags", 80)}
+    st.update_metadata(upd, values)
+    model.update(upd, values)
+    gone = rng.sample(sorted(model.rows), 40)
+    st.delete(gone)
+    model.delete(gone)
+    assert st.stats()["segments"] > 3 and st.stats()["dead_rows"] > 0
+    yield st.snapshot(), model
+    st.close()
+
+
+@pytest.mark.parametrize("flt,pred", FILTERS, ids=[str(f[0]) for f in FILTERS])
+def test_count_and_scroll_match_the_model(evolved_store, flt, pred):
+    snap, model = evolved_store
+    want = sorted(i for i, r in model.rows.items() if pred(r, i))
+    assert snap.count(flt) == len(want)
+    assert sum(int(m.sum()) for m in snap.filter_masks(flt)) == len(want)
+    for limit, columns in ((1, ["s"]), (7, None), (1000, []), (64, ["tags", "a"])):
+        got, after, pages = [], None, 0
+        while True:
+            page = snap.scroll(flt, after=after, limit=limit, columns=columns)
+            pages += 1
+            assert len(page) <= limit and page.ids.dtype == np.uint64
+            assert page.metadata.num_rows == len(page)
+            names = model.columns if columns is None else columns
+            assert page.metadata.column_names == names
+            rows = [{c: model.rows[int(i)].get(c) for c in names} for i in page.ids]
+            assert page.metadata.to_pylist() == rows if names else True
+            got += page.ids.tolist()
+            if page.next_after is None:
+                break
+            assert len(page) == limit and page.next_after == page.ids[-1]
+            after = page.next_after
+        assert got == want  # ascending ids, each matching row exactly once
+        assert pages == max(1, -(-len(want) // limit))
+    mid = 200  # a cursor that is not itself an id
+    assert snap.scroll(flt, after=mid, limit=1000, columns=[]).ids.tolist() == [i for i in want if i > mid]
+
+
+def test_scroll_reads_a_pinned_version(evolved_store, tmp_path):
+    st = Store.create(tmp_path / "p", config())
+    write(st, np.arange(30), 1)
+    pinned = st.snapshot()
+    st.delete(np.arange(10))
+    write(st, np.arange(30, 40), 2)
+    assert pinned.scroll(limit=100, columns=[]).ids.tolist() == list(range(30))
+    assert st.snapshot().scroll(limit=100, columns=[]).ids.tolist() == list(range(10, 40))
+    assert st.snapshot().count({"gen": 2}) == 10 and pinned.count({"gen": 2}) == 0
+    empty = Store.create(tmp_path / "e", config()).snapshot()
+    page = empty.scroll({"id": {"gte": 0}})
+    assert page.ids.size == 0 and page.next_after is None and empty.count() == 0
+    st.close()
+
+
+def test_metadata_by_id_reads_only_what_is_asked(evolved_store):
+    snap, model = evolved_store
+    live = sorted(model.rows)
+    ids = np.array([live[5], live[0], live[5]], np.uint64)
+    assert snap.metadata(ids, ["a", "s"]).to_pylist() == [
+        {c: model.rows[int(i)].get(c) for c in ["a", "s"]} for i in ids]
+    padded = np.array([live[1], -1, 10**6, live[2]], np.int64)  # -1 pads search results; 10**6 was never added
+    got = snap.metadata(padded, ["text"], missing="null").to_pylist()
+    assert got == [{"text": model.rows[live[1]].get("text")}, {"text": None}, {"text": None},
+                   {"text": model.rows[live[2]].get("text")}]
+    assert snap.metadata(padded, [], missing="null").num_rows == 4
+    assert snap.metadata(ids).column_names == model.columns
+    with pytest.raises(UnknownIds, match=r"1 id\(s\) not found: \[1000000\]"):
+        snap.metadata([live[0], 10**6])
+    with pytest.raises(InvalidInput, match="must be non-negative"):
+        snap.metadata(padded)
+
+
+BAD_READS = [
+    (lambda s: s.scroll(limit=0), "limit must be in \\[1, 100000\\], got 0"),
+    (lambda s: s.scroll(limit=100_001), "limit must be in \\[1, 100000\\], got 100001"),
+    (lambda s: s.scroll(limit=2.5), "limit must be an integer, got float"),
+    (lambda s: s.scroll(after=-1), "after must be an id in \\[0, 2\\*\\*64 - 1\\], got -1"),
+    (lambda s: s.scroll(after="7"), "after must be an integer id or None, got str"),
+    (lambda s: s.scroll(columns=["nope"]), "unknown metadata column\\(s\\) \\['nope'\\]"),
+    (lambda s: s.scroll(columns="a"), "columns must be a list of metadata column names"),
+    (lambda s: s.scroll({"nope": 1}), "unknown filter field 'nope'"),
+    (lambda s: s.count({"a": {"gt": 10**400}}), "filter field 'a': the number .* is out of range"),
+    (lambda s: s.metadata([1], missing="skip"), "missing must be 'raise' or 'null'"),
+]
+
+
+@pytest.mark.parametrize("call,match", BAD_READS, ids=[b[1][:40] for b in BAD_READS])
+def test_bad_reads_raise_invalid_input(evolved_store, call, match):
+    with pytest.raises(InvalidInput, match=match):
+        call(evolved_store[0])

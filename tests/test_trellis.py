@@ -1,10 +1,14 @@
-"""QTIP bitshift trellis: codes, Viterbi vs brute force, tail-biting, packing, decode, protocol."""
+"""QTIP bitshift trellis: codes, Viterbi vs brute force, tail-biting, packing, decode, protocol.
+
+(The protocol checks shared by every family are in test_quantizer_conformance.py.)
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from vqsearch.kernels.trellis import decode_blocks, pack_states, unpack_states, viterbi_encode
+from vqtest_blobs import read_blob, write_blob
 from vqtest_data import ODD_DIMS
 
 from vqsearch import errors, quantizers
@@ -275,7 +279,7 @@ def test_decode_reproduces_viterbi_path_and_serialises(spec, rng):
     assert consistent(back, q.L, q.kv)
     nblocks, width = q.block_shape
     expect = (scales[:, None, None] * np.moveaxis(q.table[:, states], 0, -1)).reshape(20, nblocks * width)
-    np.testing.assert_array_equal(q._decode(codes), expect.astype(np.float32))
+    np.testing.assert_array_equal(q.decode_work(codes), expect.astype(np.float32))
     np.testing.assert_array_equal(q.decode(codes), q.from_work(expect.astype(np.float32)))
     # Exactly k bits per (padded) value plus the declared scale bytes.
     scale_bytes = {"global": 0, "vector": 4, "block": 2 * nblocks}[q.scale]
@@ -358,18 +362,9 @@ def test_bad_specs_raise_typed_errors(spec, err, match):
 
 
 def test_bad_inputs_raise_typed_errors(rng):
-    q = quantizers.get("trellis:bits=2,L=8")
-    with pytest.raises(errors.NotFitted, match="must be fitted"):
-        q.encode(np.zeros((1, 8), np.float32))
     with pytest.raises(errors.InvalidSpec, match="bits must be an integer"):
         TrellisQuantizer(bits=2.5)
-    q.fit(rng.standard_normal((4, 40)).astype(np.float32))
-    with pytest.raises(errors.DimensionMismatch, match="dimension 41, expected 40"):
-        q.encode(np.zeros((1, 41), np.float32))
-    with pytest.raises(errors.NonFiniteInput, match="NaN or inf"):
-        q.encode(np.full((1, 40), np.inf, np.float32))
-    with pytest.raises(errors.InvalidCodes, match=f"expected code_size {q.code_size}"):
-        q.decode(np.zeros((1, q.code_size + 1), np.uint8))
+    q = quantizers.get("trellis:bits=2,L=8").fit(rng.standard_normal((4, 40)).astype(np.float32))
     with pytest.raises(errors.InvalidCodes, match="must be uint8"):
         q.decode_states(np.zeros((1, q.code_size), np.int16))
     with pytest.raises(errors.DimensionMismatch, match="work rows must have width 40"):
@@ -381,9 +376,10 @@ def test_bad_inputs_raise_typed_errors(rng):
 
 def test_corrupt_state_raises(rng):
     q = quantizers.get("trellis:bits=2,L=10,V=2,code=hyb").fit(rng.standard_normal((4, 16)).astype(np.float32))
-    arrays = q._state()
-    arrays["hyb_table"] = arrays["hyb_table"][:10]
-    with pytest.raises(ValueError, match=r"hyb_table must be finite float32 \(512, 2\)"):
-        TrellisQuantizer(bits=2, L=10, V=2, code="hyb")._load_state(arrays)
-    with pytest.raises(ValueError, match="global_scale must be one finite float32"):
-        q._load_state({"global_scale": np.array([np.nan], np.float32)})
+    codec_id, header, arrays = read_blob(q.to_bytes())
+    short = {**arrays, "hyb_table": arrays["hyb_table"][:10]}
+    with pytest.raises(errors.CorruptData, match=r"hyb_table must be finite float32 \(512, 2\)"):
+        quantizers.from_bytes(write_blob(codec_id, header, short))
+    nan_scale = {**arrays, "global_scale": np.array([np.nan], np.float32)}
+    with pytest.raises(errors.CorruptData, match="global_scale must be one finite float32"):
+        quantizers.from_bytes(write_blob(codec_id, header, nan_scale))

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from . import errors, quantizers
+from . import errors, eval, parallel, quantizers
 from .errors import VQSearchError
 from .index import Index, IndexConfig, IVFConfig
+from .parallel import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
-
-def set_num_threads(n: int) -> None:
-    """Threads used by the numba kernels (scan, encode, decode); default: all cores."""
-    import numba
-
-    numba.set_num_threads(int(n))
-
-
-__all__ = ["IVFConfig", "Index", "IndexConfig", "VQSearchError", "__version__", "errors", "quantizers",
-           "set_num_threads"]
+__all__ = ["IVFConfig", "Index", "IndexConfig", "VQSearchError", "__version__", "errors", "eval", "get_num_threads",
+           "parallel", "quantizers", "set_num_threads"]

@@ -21,6 +21,7 @@ import numpy as np
 
 from .corpus import python_docstrings
 from .embed import MiniLMEmbedder
+from .eval import recall_at_k
 from .index import Index
 
 PROBE_QUERIES = 500
@@ -114,7 +115,7 @@ def run_demo(*, path: str | None = None, queries: Sequence[str], k: int = 5, sca
         _, got = index.search(probe, k=10)
         seconds.append(time.perf_counter() - t0)
     qps = len(probe) / float(np.median(seconds))
-    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, got)]))
+    recall = recall_at_k(got, exact, 10)
     print(f"\nrecall@10 vs exact float32 search ({len(probe)} docstring queries): {recall:.3f}; "
           f"{qps:,.0f} queries/s (batch, warm)", file=out)
     index.close()

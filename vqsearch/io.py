@@ -39,8 +39,12 @@ def count_vectors(path: str | Path, column: str | None = None) -> tuple[int, int
     raise InvalidInput(f"{path}: unsupported vector file type {suffix!r} (use .npy, .fvecs or .parquet)")
 
 
-def read_vectors(path: str | Path, *, column: str | None = None, batch_size: int = 65_536) -> Iterator[Batch]:
-    """Yield (vectors, metadata) batches from ``path``; Parquet's other columns become metadata."""
+def read_vectors(path: str | Path, *, column: str | None = None, batch_size: int = 65_536,
+                 columns: list[str] | None = None) -> Iterator[Batch]:
+    """Yield (vectors, metadata) batches from ``path``; Parquet's other columns become metadata.
+
+    ``columns``: Parquet columns to read (the embedding column must be among them; default all).
+    """
     path = _existing(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -58,7 +62,7 @@ def read_vectors(path: str | Path, *, column: str | None = None, batch_size: int
 
         pf = pq.ParquetFile(path)
         col = _embedding_column(pf.schema_arrow, column, path)
-        for rb in pf.iter_batches(batch_size=batch_size):
+        for rb in pf.iter_batches(batch_size=batch_size, columns=columns):
             table = pa.Table.from_batches([rb])
             emb = table.column(col).combine_chunks()
             if emb.null_count:
@@ -77,6 +81,47 @@ def read_vectors(path: str | Path, *, column: str | None = None, batch_size: int
             yield vecs, (meta if meta.num_columns else None)
     else:
         raise InvalidInput(f"{path}: unsupported vector file type {suffix!r} (use .npy, .fvecs or .parquet)")
+
+
+def column_names(path: str | Path) -> list[str]:
+    """Columns of a Parquet file (``[]`` for ``.npy`` / ``.fvecs``, which hold vectors only)."""
+    path = _existing(path)
+    if path.suffix.lower() != ".parquet":
+        return []
+    import pyarrow.parquet as pq
+
+    return list(pq.ParquetFile(path).schema_arrow.names)
+
+
+def sample_vectors(path: str | Path, count: int, *, column: str | None = None, seed: int = 0) -> np.ndarray:
+    """``count`` vectors drawn uniformly without replacement from the whole file (all if it has fewer).
+
+    ``.npy`` / ``.fvecs`` are memory-mapped and indexed directly; Parquet is streamed once,
+    reading only the embedding column.  Used to train quantisers on a sample that represents
+    the file, rather than on its first rows (files are often sorted).
+    """
+    n, _ = count_vectors(path, column=column)
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(count, n), replace=False))
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arr = np.load(path, mmap_mode="r")
+        return np.asarray(arr[rows], dtype=np.float32)
+    if suffix == ".fvecs":
+        return np.ascontiguousarray(_fvecs(path)[rows, 1:]).view(np.float32)
+    parts, start = [], 0
+    for vecs, _ in read_vectors(path, column=column, columns=[_embedding_name(path, column)]):
+        lo, hi = np.searchsorted(rows, [start, start + vecs.shape[0]])
+        if hi > lo:
+            parts.append(vecs[rows[lo:hi] - start])
+        start += vecs.shape[0]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def _embedding_name(path: Path, column: str | None) -> str:
+    import pyarrow.parquet as pq
+
+    return _embedding_column(pq.ParquetFile(path).schema_arrow, column, path)
 
 
 def _existing(path: str | Path) -> Path:

@@ -25,13 +25,13 @@ def ternary_dot_ref(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
     return ta.astype(np.int64) @ tb.astype(np.int64).T
 
 
-def ternary_dot_popcount_ref(pa, na_, pb, nb_) -> np.ndarray:
+def ternary_dot_popcount_ref(pos_a, neg_a, pos_b, neg_b) -> np.ndarray:
     """The 4-popcount formula of quantizers.md §4.1 on packed uint8 planes, via np.bitwise_count."""
 
     def pc(x, y):
         return np.bitwise_count(x[:, None, :] & y[None, :, :]).astype(np.int64).sum(axis=2)
 
-    return pc(pa, pb) + pc(na_, nb_) - pc(pa, nb_) - pc(na_, pb)
+    return pc(pos_a, pos_b) + pc(neg_a, neg_b) - pc(pos_a, neg_b) - pc(neg_a, pos_b)
 
 
 def byte_luts_ref(q: np.ndarray, nbytes: int) -> np.ndarray:
@@ -120,3 +120,151 @@ def topk_ternary_ref(x: np.ndarray, k: int) -> np.ndarray:
         for i in order[:k]:
             t[r, i] = int(np.sign(x[r, i]))
     return t
+
+
+# ------------------------------------------------------------------------ fast-scan
+def fastscan_pack_ref(codes: np.ndarray, layout: str) -> np.ndarray:
+    """kernels.fastscan.pack_fastscan's blocks, placed byte by byte from the layout's definition."""
+    n, nbytes = codes.shape
+    nblocks = (n + 31) // 32
+    if layout == "pshufb":  # blocks[b, j, 2u + h] = codes[32b + 16h + u, j]
+        out = np.zeros((nblocks, nbytes, 32), dtype=np.uint8)
+        for row in range(n):
+            b, w = divmod(row, 32)
+            h, u = divmod(w, 16)
+            out[b, :, 2 * u + h] = codes[row]
+        return out
+    out = np.zeros((nblocks, (nbytes + 3) // 4, 32, 4), dtype=np.uint8)  # blocks[b, j // 4, r, j % 4]
+    for row in range(n):
+        b, r = divmod(row, 32)
+        for j in range(nbytes):
+            out[b, j // 4, r, j % 4] = codes[row, j]
+    return out
+
+
+def quantize_luts_ref(lut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """kernels.fastscan.quantize_luts in float32 numpy: one scale Δ = max table width / L per query,
+    entries round((t − min) / Δ) half up, offset Σ min (summed in order in float64)."""
+    nq, m, _ = lut.shape
+    top = min(255, 65535 // m)
+    mins = lut.min(axis=2)
+    width = (lut.max(axis=2) - mins).max(axis=1)
+    out = np.zeros((nq, m + m % 2, 16), dtype=np.uint8)
+    scale = np.zeros(nq, dtype=np.float32)
+    for q in range(nq):
+        if width[q] > 0:
+            inv = np.float32(top) / width[q]
+            out[q, :m] = np.floor((lut[q] - mins[q][:, None]) * inv + np.float32(0.5)).astype(np.uint8)
+            scale[q] = width[q] / np.float32(top)
+    offset = np.cumsum(mins.astype(np.float64), axis=1)[:, -1].astype(np.float32)
+    return out, scale, offset
+
+
+def fastscan_sums_ref(lut_u8: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """kernels.fastscan.fastscan_sums on plain codes: S[q, i] = Σ_p lut_u8[q, p, nibble p of row i] (int64)."""
+    nib = unpack_nibbles(codes, lut_u8.shape[1])
+    out = np.zeros((lut_u8.shape[0], codes.shape[0]), np.int64)
+    for p in range(lut_u8.shape[1]):
+        out += lut_u8[:, p, :][:, nib[:, p]]
+    return out
+
+
+def fastscan_scores_ref(lut_u8, scale, offset, codes, shift=None, factor=None) -> np.ndarray:
+    """Fast-scan scores before the range bias, float32 in the kernel's order: (Δ·S + offset)·b + a."""
+    s = scale[:, None] * fastscan_sums_ref(lut_u8, codes).astype(np.float32) + offset[:, None]
+    if factor is not None:
+        s = s * factor[None, :]
+    if shift is not None:
+        s = s + shift[None, :]
+    return s.astype(np.float32)
+
+
+def range_rows_ref(base: np.ndarray, ranges: np.ndarray, bias: np.ndarray, live, q: int):
+    """(rows, float32 scores) a scan of query ``q`` sees: live rows of its ranges, scored ``base + bias``."""
+    n = base.shape[1]
+    rows, scores = [], []
+    for r in range(ranges.shape[1]):
+        idx = np.arange(max(ranges[q, r, 0], 0), min(ranges[q, r, 1], n))
+        if live is not None:
+            idx = idx[live[idx]]
+        rows.append(idx)
+        scores.append(base[q, idx] + bias[q, r])
+    return np.concatenate(rows), np.concatenate(scores).astype(np.float32)
+
+
+def term_bounds_ref(n: int, shift=None, factor=None, error=None) -> np.ndarray:
+    """kernels.fastscan.term_bounds: per 32-row block (max a, min b, max b, max e), absent = 0 / 1 / 1 / 0."""
+    out = np.zeros(((n + 31) // 32, 4), dtype=np.float32)
+    for b in range(out.shape[0]):
+        rows = slice(32 * b, min(32 * b + 32, n))
+        out[b] = [shift[rows].max() if shift is not None else 0.0, factor[rows].min() if factor is not None else 1.0,
+                  factor[rows].max() if factor is not None else 1.0, error[rows].max() if error is not None else 0.0]
+    return out
+
+
+# -------------------------------------------------------------------- scans / top-k
+def topk_ref(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """kernels.topk.topk_rows: the k best of each row, best first, ties to the lower column (stable sort)."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), order
+
+
+def kth_largest_ref(values: np.ndarray, k: int) -> np.float32:
+    """kernels.topk.kth_largest: the k-th value of a descending sort."""
+    return np.sort(values)[::-1][k - 1]
+
+
+def lut_scan_scores_ref(tables, codes, row_a=None, row_b=None) -> np.ndarray:
+    """kernels.scan.lut_scan_topk's scores before the bias: Σ_j T_q[j, c_ij]·b_i + a_i (float64), (nq, n)."""
+    nbytes = tables.shape[1]
+    s = np.stack([tables[q][np.arange(nbytes), codes[:, :nbytes]].astype(np.float64).sum(axis=1)
+                  for q in range(tables.shape[0])])
+    if row_b is not None:
+        s = s * row_b
+    if row_a is not None:
+        s = s + row_a
+    return s
+
+
+def sign_nibble_luts_ref(qw: np.ndarray, nbytes: int) -> np.ndarray:
+    """kernels.scan.sign_nibble_luts, pure Python: table p = 2j (low nibble of byte j) covers coordinates
+    8j+4..8j+7, p = 2j+1 coordinates 8j..8j+3; entry v = Σ_s q_c (2·bit_{3−s}(v) − 1) over its coordinates."""
+    nq, d = qw.shape
+    out = np.zeros((nq, 2 * nbytes, 16), dtype=np.float64)
+    for q in range(nq):
+        for p in range(2 * nbytes):
+            first = 8 * (p // 2) + (4 if p % 2 == 0 else 0)
+            for v in range(16):
+                for s in range(4):
+                    c = first + s
+                    if c < d:
+                        out[q, p, v] += qw[q, c] * (2 * ((v >> (3 - s)) & 1) - 1)
+    return out
+
+
+def select_lists_ref(scores: np.ndarray, bias: np.ndarray, nprobe: int, lead: int) -> np.ndarray:
+    """kernels.ivf.select_lists: the nprobe best lists of scores + bias (ties at the cut to lower ids); the
+    ``lead`` best first, best first (ties: lower id), then the others in ascending id order."""
+    total = scores + bias
+    nq, nlist = total.shape
+    kept, lead = min(nprobe, nlist), min(lead, nprobe, nlist)
+    out = np.empty((nq, kept), dtype=np.int64)
+    for q in range(nq):
+        picked = np.argsort(-total[q], kind="stable")[:kept]  # ties to lower ids, best first
+        best = picked[:lead]
+        out[q] = np.concatenate([best, np.sort(picked[lead:])])
+    return out
+
+
+# ------------------------------------------------------------------------ transforms
+def sylvester_hadamard_ref(m: int) -> np.ndarray:
+    """The unnormalised Sylvester–Hadamard matrix H_m (m a power of two) by Kronecker products."""
+    h = np.ones((1, 1))
+    while h.shape[0] < m:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def fwht_ref(x: np.ndarray) -> np.ndarray:
+    """kernels.hadamard.fwht_rows: every row times H_m (symmetric), in float64."""
+    return x.astype(np.float64) @ sylvester_hadamard_ref(x.shape[1])

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import uvicorn
 from vqsearch.server import Settings, create_app
+from vqsearch.server.app import uvicorn_config
 from vqsearch.server.embedders import EmbedderFactory
 
 ADMIN = "admin-key-0123"
@@ -38,7 +39,7 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(uvicorn_config(self.app, settings, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> LiveServer:
@@ -61,7 +62,8 @@ class LiveServer:
 
 def settings_for(data_dir: Path, **kw: Any) -> Settings:
     base: dict[str, Any] = {"data_dir": data_dir, "api_keys": (ADMIN,), "read_only_keys": (READER,),
-                            "max_json_bytes": MIB, "max_arrow_bytes": 64 * MIB, "search_threads": 4}
+                            "max_json_bytes": MIB, "max_arrow_bytes": 64 * MIB, "search_threads": 2,
+                            "request_timeout": 120.0}  # first searches compile numba kernels: slow on a busy machine
     base.update(kw)
     return Settings(**base)
 

@@ -1,6 +1,9 @@
-"""Search plans over quantised codes: flat and IVF scans, two-stage rescoring."""
+"""Search plans over quantised codes: flat and IVF scans, two-stage rescoring (see :mod:`.index`)."""
 
-from .index import DEFAULT_OVERSAMPLE, DEFAULT_RESCORE, DEFAULT_SCAN, Index, IndexConfig
+from .config import DEFAULT_OVERSAMPLE, DEFAULT_RESCORE, DEFAULT_SCAN, PRESETS, IndexConfig
+from .index import Index
 from .ivf import IVFConfig
+from .metric import METRICS, Metric, MetricLike, get_metric
 
-__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "IVFConfig", "Index", "IndexConfig"]
+__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "METRICS", "PRESETS", "IVFConfig", "Index",
+           "IndexConfig", "Metric", "MetricLike", "get_metric"]

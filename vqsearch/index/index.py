@@ -8,122 +8,53 @@ that cannot reach the top ``k``.  With ``ivf`` set, vectors are grouped into k-m
 only its ``nprobe`` nearest lists.  Storage is a :class:`vqsearch.storage.Store`
 (immutable Arrow segments + versioned manifests); the index composes quantisers,
 the coarse quantiser and the store, and keeps no state that the store does not.
+
+This module is the facade: lifecycle, writes and lookups.  The pieces live next to it:
+
+* :mod:`.config` — :class:`IndexConfig`, the presets and defaults;
+* :mod:`.metric` — everything that differs between ``cosine``, ``ip`` and ``l2``;
+* :mod:`.codecs` — the fitted quantisers: training, loading, encoding rows;
+* :mod:`.searcher` — one search over a pinned snapshot (scan, filtered exact search, rescoring);
+* :mod:`.scanners` — the first-stage scan of each quantiser family;
+* :mod:`.selection` and :mod:`.rowref` — top-k of candidates and the packed row references;
+* :mod:`.ivf` — the coarse quantiser; :mod:`.protocols` — what the index needs from storage.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import math
 import shutil
 import tempfile
 import weakref
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from .. import quantizers
-from .._blas import single_threaded_blas
+from .. import parallel, quantizers
 from .._validation import as_float_matrix
 from ..errors import EmptyInput, InvalidInput
-from ..quantizers.base import Quantizer
-from .ivf import CoarseQuantizer, IVFConfig
-from .scanners import Scanner, scanner_for
+from ..quantizers import Quantizer
+from .codecs import Codecs, fit_codecs
+from .config import DEFAULT_OVERSAMPLE, DEFAULT_RESCORE, DEFAULT_SCAN, PRESETS, UNSET, IndexConfig
+from .ivf import IVFConfig
+from .metric import Metric, MetricLike, get_metric
+from .protocols import StoreLike
+from .searcher import Searcher, SegmentCache
 
-LOG = logging.getLogger(__name__)
-
-MetricLike = Literal["cosine", "ip", "l2"]
-METRICS = ("cosine", "ip", "l2")
-FORMAT_VERSION = 1
-
-#: Named settings for :meth:`Index.create`, chosen from ``benchmarks/search.py`` on the shared
-#: Debian-MiniLM set (numbers in benchmarks/RESULTS.md).  Explicit arguments override a preset.
-PRESETS: dict[str, dict[str, Any]] = {
-    # 248 bytes/vector: sign bits (RaBitQ) scan, residual 4-bit trellis (QTIP) rescoring; recall@10 ≥ 0.95.
-    "default": {"scan": "binary", "rescore": "trellis:bits=4,L=12,rht=true", "ivf": "auto", "oversample": 12,
-                "residual": True},
-    # ~140 bytes/vector: residual 1.75-bit E8 lattice codes; keeps label@10 within ~0.01 of exact search.
-    "compact": {"scan": "binary", "rescore": "e8:bits=1.75,rht=true,scale=vector", "ivf": "auto",
-                "oversample": 10, "residual": True},
-    # ~824 bytes/vector: float16 rescoring, recall@10 ≈ 0.99.
-    "accurate": {"scan": "binary", "rescore": "float16", "ivf": "auto", "oversample": 10, "residual": False},
-}
-DEFAULT_SCAN = PRESETS["default"]["scan"]
-DEFAULT_RESCORE = PRESETS["default"]["rescore"]
-DEFAULT_OVERSAMPLE = PRESETS["default"]["oversample"]
-_UNSET: Any = object()
-#: Rows are encoded and written in chunks of this many vectors.
-WRITE_CHUNK = 65_536
-#: A filter that keeps at most this many rows is answered by rescoring exactly those rows (one matrix
-#: product per segment); above it the scan runs with the filter as a row mask.
-FILTER_EXACT_MAX = 4096
-#: At most this many vectors train the quantisers.
-TRAIN_MAX = 100_000
-
-_SEG_SHIFT = 40
-_ROW_MASK = (1 << _SEG_SHIFT) - 1
-_EMPTY_BOOL = np.zeros(0, dtype=np.bool_)
-
-
-def _normalize_metric(metric: str) -> str:
-    m = str(metric).lower()
-    if m not in METRICS:
-        raise InvalidInput(f"metric must be one of {list(METRICS)}, got {metric!r}")
-    return m
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """Persistent settings of an index (stored in every manifest)."""
-
-    dim: int
-    metric: str = "cosine"
-    scan: str = DEFAULT_SCAN
-    rescore: str | None = DEFAULT_RESCORE
-    ivf: IVFConfig | None = None
-    oversample: int = DEFAULT_OVERSAMPLE
-    residual: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT_VERSION, "dim": self.dim, "metric": self.metric, "scan": self.scan,
-                "rescore": self.rescore, "oversample": self.oversample, "residual": self.residual,
-                "ivf": None if self.ivf is None else dict(self.ivf.__dict__)}
-
-    @classmethod
-    def from_json(cls, cfg: dict[str, Any]) -> IndexConfig:
-        if int(cfg.get("format", 0)) > FORMAT_VERSION:
-            raise InvalidInput(f"index format {cfg.get('format')} is newer than this vqsearch supports")
-        return cls(dim=int(cfg["dim"]), metric=cfg["metric"], scan=cfg["scan"], rescore=cfg["rescore"],
-                   ivf=IVFConfig.from_any(cfg.get("ivf")), oversample=int(cfg.get("oversample", 10)),
-                   residual=bool(cfg.get("residual", False)))
-
-
-class _SegmentCache:
-    """Per-segment derived data that depends only on the immutable segment file (and the index's metric:
-    for ``l2`` the scan's row terms already hold the ranking 2⟨q,x⟩ − ‖x‖²)."""
-
-    __slots__ = ("row_a", "row_b", "offsets", "norm2", "scan_data")
-
-    def __init__(self) -> None:
-        self.row_a = self.row_b = self.offsets = self.norm2 = self.scan_data = None
+__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "PRESETS", "Index", "IndexConfig"]
 
 
 class Index:
     """A quantised vector index; use :meth:`create` or :meth:`open`, not the constructor."""
 
-    def __init__(self, store: Any, *, tmpdir: str | None = None) -> None:
+    def __init__(self, store: StoreLike, *, tmpdir: str | None = None) -> None:
         self._store = store
         self._config = IndexConfig.from_json(store.config)
         self._tmpdir = tmpdir
         if tmpdir is not None:
             weakref.finalize(self, shutil.rmtree, tmpdir, True)
-        self._scan_q: Quantizer | None = None
-        self._rescore_q: Quantizer | None = None
-        self._ivf: CoarseQuantizer | None = None
-        self._scanner: Scanner | None = None
-        self._seg_cache: dict[str, _SegmentCache] = {}
+        self._codecs: Codecs | None = None
+        self._segments = SegmentCache()
         self._next_id: int | None = None
         self._load_trained()
 
@@ -136,11 +67,11 @@ class Index:
         dim: int,
         metric: MetricLike = "cosine",
         preset: str = "default",
-        scan: str = _UNSET,
-        rescore: str | None = _UNSET,
-        ivf: IVFConfig | dict | str | None = _UNSET,
-        oversample: int = _UNSET,
-        residual: bool = _UNSET,
+        scan: str = UNSET,
+        rescore: str | None = UNSET,
+        ivf: IVFConfig | dict | str | None = UNSET,
+        oversample: int = UNSET,
+        residual: bool = UNSET,
     ) -> Index:
         """Create an empty index at ``path`` (a new directory; ``None`` = a temporary one).
 
@@ -152,8 +83,8 @@ class Index:
             ``"cosine"`` (vectors and queries are L2-normalised; scores are cosines, higher is better),
             ``"ip"`` (raw inner product) or ``"l2"`` (squared Euclidean distance, lower is better).
         preset:
-            Named defaults for the arguments below (:data:`PRESETS`): ``"default"``, ``"compact"`` or
-            ``"accurate"``.  Any argument given explicitly wins over the preset.
+            Named defaults for the arguments below (:data:`~vqsearch.index.config.PRESETS`): ``"default"``,
+            ``"compact"`` or ``"accurate"``.  Any argument given explicitly wins over the preset.
         scan:
             Quantiser spec of the first-stage codes (``"binary"``, ``"ternary"``, ``"pq:m=96,nbits=4"``, ...).
         rescore:
@@ -168,25 +99,15 @@ class Index:
         residual:
             Rescore codes encode the residual ``x − decode(scan code)`` and rescoring uses the sum of both
             reconstructions (two-stage residual quantisation).  The scan code is stored anyway, so this
-            lowers the rescoring error at no extra bytes (2.5–2.7× lower for binary + 4-bit codes on MiniLM).
+            lowers the rescoring error at no extra bytes (benchmarks/RESULTS.md, section 6).
         """
         from ..storage import Store, StoreConfig
 
-        if not isinstance(dim, (int, np.integer)) or dim < 1:
-            raise InvalidInput(f"dim must be a positive integer, got {dim!r}")
-        if preset not in PRESETS:
-            raise InvalidInput(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-        given = {"scan": scan, "rescore": rescore, "ivf": ivf, "oversample": oversample, "residual": residual}
-        chosen = {k: (PRESETS[preset][k] if v is _UNSET else v) for k, v in given.items()}
-        scan, rescore, ivf, oversample, residual = (chosen[k] for k in given)
-        cfg = IndexConfig(dim=int(dim), metric=_normalize_metric(metric), scan=scan, rescore=rescore,
-                          ivf=IVFConfig.from_any(ivf), oversample=int(oversample),
-                          residual=bool(residual) and rescore is not None)
-        if cfg.oversample < 1:
-            raise InvalidInput(f"oversample must be >= 1, got {oversample}")
+        cfg = IndexConfig.from_arguments(dim=dim, metric=metric, preset=preset, scan=scan, rescore=rescore,
+                                         ivf=ivf, oversample=oversample, residual=residual)
         # Validate the specs now, so that a typo fails at create time and not at the first add.
-        scan_q = quantizers.get(scan)
-        rescore_q = quantizers.get(rescore) if rescore else None
+        scan_q = quantizers.get(cfg.scan)
+        rescore_q = quantizers.get(cfg.rescore) if cfg.rescore else None
         tmpdir = None
         if path is None:
             tmpdir = tempfile.mkdtemp(prefix="vqsearch-")
@@ -199,7 +120,7 @@ class Index:
         extra = {}
         if cfg.ivf is not None:
             extra["list"] = "int32"
-        if cfg.metric == "l2":
+        if get_metric(cfg.metric).uses_norms:
             extra["norm2"] = "float32"
         store = Store.create(path, StoreConfig(code_columns=columns, dim=cfg.dim, vector_dtype=None,
                                                config=cfg.to_json(), extra_columns=extra, codecs=codecs,
@@ -247,7 +168,17 @@ class Index:
 
     @property
     def is_trained(self) -> bool:
-        return self._scan_q is not None
+        return self._codecs is not None
+
+    @property
+    def scan_quantizer(self) -> Quantizer | None:
+        """The fitted quantiser of the scan codes (``None`` until the index is trained)."""
+        return None if self._codecs is None else self._codecs.scan
+
+    @property
+    def rescore_quantizer(self) -> Quantizer | None:
+        """The fitted quantiser of the rescoring codes (``None`` until trained, or without rescoring)."""
+        return None if self._codecs is None else self._codecs.rescore
 
     @property
     def path(self) -> Path:
@@ -261,71 +192,27 @@ class Index:
         return (f"<vqsearch.Index {self.path} n={len(self)} dim={c.dim} metric={c.metric} scan={c.scan!r} "
                 f"rescore={c.rescore!r} ivf={None if c.ivf is None else c.ivf.nlist}>")
 
+    @property
+    def _metric(self) -> Metric:
+        return get_metric(self._config.metric)
+
     # ------------------------------------------------------------ training
     def _load_trained(self) -> None:
         blobs = self._store.blobs
         if "scan" in blobs:
-            self._apply_blobs(blobs)
-
-    def _apply_blobs(self, blobs: dict[str, bytes]) -> None:
-        self._scan_q = quantizers.from_bytes(blobs["scan"])
-        self._rescore_q = quantizers.from_bytes(blobs["rescore"]) if "rescore" in blobs else None
-        if self._config.ivf is not None:
-            self._ivf = CoarseQuantizer.from_bytes(blobs["ivf"], self._config.metric, self._config.ivf)
-        self._scanner = scanner_for(self._scan_q)
-
-    def _prepare(self, x: np.ndarray) -> np.ndarray:
-        """Metric preprocessing of vectors and queries: cosine → unit norm (zero vectors stay zero)."""
-        if self._config.metric == "cosine":  # norms in float64: float32 squares overflow above ~1e19
-            norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
-            x = (x / np.where(norms > 0, norms, 1)).astype(np.float32)
-        return np.ascontiguousarray(x, dtype=np.float32)
+            self._codecs = Codecs.from_blobs(blobs, self._config)
 
     def train(self, x: np.ndarray) -> Index:
         """Fit the scan/rescore quantisers (and IVF centroids) on a sample; the first ``add`` does it if needed."""
         if self.is_trained:
             raise InvalidInput("index is already trained; quantisers are frozen once codes exist")
-        x = self._prepare(as_float_matrix(x, d=self.dim, name="training vectors", allow_empty=False))
-        blobs, cfg = self._fit(x)
+        x = self._metric.prepare(as_float_matrix(x, d=self.dim, name="training vectors", allow_empty=False))
+        with parallel.threads_for():
+            blobs, cfg = fit_codecs(x, self._config)
         self._store.set_config(config=cfg.to_json(), blobs=blobs)
         self._config = cfg
         self._load_trained()
         return self
-
-    def _rescore_quantizer(self) -> Quantizer:
-        """Unfitted rescore quantiser.  In residual mode its RHT gets a seed other than the scan's unless
-        the spec names one: the same rotation would leave the residual's folded, non-Gaussian per-coordinate
-        shape in place, while a fresh rotation makes it Gaussian-like again (measured: recall@10 0.948 →
-        0.956 with binary + e8p:bits=4 on Debian-MiniLM)."""
-        cfg = self._config
-        _, params = quantizers.parse_spec(cfg.rescore)
-        if cfg.residual and "seed" not in params:
-            scan_seed = quantizers.parse_spec(cfg.scan)[1].get("seed", 0)
-            return quantizers.get(cfg.rescore, seed=int(scan_seed) + 1)
-        return quantizers.get(cfg.rescore)
-
-    def _fit(self, x: np.ndarray) -> tuple[dict[str, bytes], IndexConfig]:
-        """Fitted quantiser states (blobs) for prepared training vectors, and the config with automatic
-        settings (IVF list count) resolved for them."""
-        n_train = x.shape[0]
-        cfg = self._config
-        blobs = {}
-        if cfg.ivf is not None:  # k-means samples up to ivf.train_size itself (faiss wants ~39 points per list)
-            cfg = replace(cfg, ivf=cfg.ivf.resolved(n_train))
-            blobs["ivf"] = CoarseQuantizer.train(x, cfg.metric, cfg.ivf).to_bytes()
-        if x.shape[0] > TRAIN_MAX:
-            x = x[np.sort(np.random.default_rng(0).choice(x.shape[0], TRAIN_MAX, replace=False))]
-        scan_q = quantizers.get(cfg.scan)
-        rescore_q = self._rescore_quantizer() if cfg.rescore else None
-        for q in (scan_q, rescore_q):
-            if q is not None and x.shape[0] < q.min_train:
-                raise EmptyInput(f"{q.spec} needs at least {q.min_train} training vectors, got {x.shape[0]}; "
-                                 f"add a larger first batch or call Index.train(sample)")
-        blobs["scan"] = scan_q.fit(x).to_bytes()
-        if rescore_q is not None:
-            target = x - scan_q.decode(scan_q.encode(x)) if cfg.residual else x
-            blobs["rescore"] = rescore_q.fit(target).to_bytes()
-        return blobs, cfg
 
     # ------------------------------------------------------------ writes
     def _ids_array(self, ids: object, n: int | None = None) -> np.ndarray:
@@ -353,44 +240,25 @@ class Index:
             ids_arr = self._ids_array(ids, n)
         if np.unique(ids_arr).shape[0] != n:
             raise InvalidInput("duplicate ids in one batch")
-        x = self._prepare(x)
-        blobs = new_cfg = None
-        old_cfg = self._config
-        if not self.is_trained:  # train on this batch; the states are committed with its rows
-            blobs, new_cfg = self._fit(x)
-            self._config = new_cfg
-            self._apply_blobs(blobs)
-        extra: dict[str, np.ndarray] = {}
-        if self._ivf is not None:  # the store keeps each segment's rows grouped by list
-            extra["list"] = self._ivf.assign(x)
-        if self.metric == "l2":
-            extra["norm2"] = np.einsum("ij,ij->i", x, x).astype(np.float32)
-        columns = {"scan": self._encode_chunked(self._scan_q, x)}
-        if self._rescore_q is not None:
-            if self._config.residual:
-                x = x - self._scan_q.decode(columns["scan"])
-            columns["rescore"] = self._encode_chunked(self._rescore_q, x)
+        x = self._metric.prepare(x)
+        with parallel.threads_for():
+            blobs = new_cfg = None
+            old_cfg = self._config
+            if not self.is_trained:  # train on this batch; the states are committed with its rows
+                blobs, new_cfg = fit_codecs(x, self._config)
+                self._config = new_cfg
+                self._codecs = Codecs.from_blobs(blobs, new_cfg)
+            columns, extra = self._codecs.encode_rows(x, self._metric)
         try:
             self._store.write(ids_arr, columns, vectors=None, metadata=metadata, extra=extra or None,
                               upsert=upsert, blobs=blobs, config=None if new_cfg is None else new_cfg.to_json())
         except Exception:
             if blobs is not None:  # nothing was committed: forget the trained state
-                self._scan_q = self._rescore_q = self._ivf = self._scanner = None
+                self._codecs = None
                 self._config = old_cfg
             raise
         self._next_id = max(self._next_id or 0, int(ids_arr.max()) + 1)
         return ids_arr
-
-    def _encode_chunked(self, q: Quantizer, x: np.ndarray) -> np.ndarray:
-        out = np.empty((x.shape[0], q.code_size), dtype=np.uint8)
-        chunks = range(0, x.shape[0], WRITE_CHUNK)
-        if x.shape[0] > 4 * WRITE_CHUNK:
-            from tqdm.auto import tqdm
-
-            chunks = tqdm(chunks, desc=f"encoding {q.name}", unit_scale=WRITE_CHUNK, leave=False)
-        for s in chunks:
-            out[s:s + WRITE_CHUNK] = q.encode(x[s:s + WRITE_CHUNK])
-        return out
 
     def _peek_next_id(self) -> int:
         if self._next_id is None:
@@ -423,25 +291,21 @@ class Index:
     def compact(self) -> None:
         """Merge small segments and drop deleted rows now (also done automatically)."""
         self._store.compact()
-        self._seg_cache.clear()
+        self._segments.clear()
 
     def versions(self) -> list:
         return self._store.versions()
 
     def stats(self) -> dict[str, Any]:
-        """Counts, sizes and settings: ``count``, ``bytes_per_vector`` (codes the search touches), ..."""
+        """Counts, sizes and settings: ``count``, ``bytes_per_vector`` (codes the search touches),
+        ``scan_kernel`` (the first-stage kernel on this CPU, ``None`` until trained), ..."""
         s = dict(self._store.stats())
         c = self._config
-        bpv = 0
-        if self.is_trained:
-            # Bytes per vector that searches read: scan codes, rescore codes, and the exact norm for l2.
-            # IVF list ids are not counted: a segment's rows are sorted by list, so searches use the
-            # nlist + 1 list offsets (found by binary search once per segment), not the per-row ids.
-            bpv = self._scan_q.code_size + (self._rescore_q.code_size if self._rescore_q else 0)
-            bpv += 4 * (c.metric == "l2")
+        codecs = self._codecs
         s.update({"count": len(self), "dim": c.dim, "metric": c.metric, "scan": c.scan, "rescore": c.rescore,
                   "ivf": None if c.ivf is None else dict(c.ivf.__dict__), "trained": self.is_trained,
-                  "bytes_per_vector": bpv})
+                  "bytes_per_vector": 0 if codecs is None else codecs.bytes_per_vector(self._metric),
+                  "scan_kernel": None if codecs is None else codecs.scanner.kernel})
         return s
 
     # ------------------------------------------------------------ search
@@ -482,182 +346,15 @@ class Index:
             raise InvalidInput(f"nprobe must be a positive integer, got {nprobe!r}")
         snap = self._store.snapshot()
         n = int(snap.num_rows)
-        if n == 0 or not self.is_trained:
+        codecs = self._codecs
+        if n == 0 or codecs is None:
             raise EmptyInput("the index is empty")
         if k > n:
             raise InvalidInput(f"k={k} exceeds the number of vectors in the index ({n})")
-        xq = self._prepare(xq)
-        with single_threaded_blas(), _threads_for(xq.shape[0] * n * self._probe_fraction(nprobe)):
-            return self._search(snap, xq, k, filter, int(oversample), nprobe)
-
-    def _probe_fraction(self, nprobe: int | None) -> float:
-        if self._ivf is None:
-            return 1.0
-        return min(1.0, (nprobe or self._config.ivf.nprobe) / self._ivf.nlist)
-
-    def _search(self, snap: Any, xq: np.ndarray, k: int, filter: dict | None, oversample: int,
-                nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
-        masks = snap.filter_masks(filter) if filter is not None else None
-        kk = k * oversample if self._rescore_q is not None else k
-        if masks is not None and sum(int(m.sum()) for m in masks) <= FILTER_EXACT_MAX:
-            scores, refs = self._filtered_exact(snap, xq, masks, k)
-        else:
-            scores, refs, scan_ip, width = self._scan(snap, xq, kk, masks, nprobe, k)
-            if self._rescore_q is None:  # scanners may return their rows in any order
-                scores, refs = _topk_of(scores, refs, k)
-            else:
-                if width is not None:
-                    refs = _confident_candidates(scores, refs, width, k)
-                scores, refs = self._rescore(snap, xq, refs, k, scan_ip)
-        return self._finish(snap, xq, scores, refs)
-
-    def _finish(self, snap: Any, xq: np.ndarray, scores: np.ndarray, refs: np.ndarray):
-        ids = np.full(refs.shape, -1, dtype=np.int64)
-        valid = refs >= 0
-        seg_of = np.where(valid, refs >> _SEG_SHIFT, -1)
-        for si in np.unique(seg_of[valid]):
-            sel = seg_of == si
-            ids[sel] = snap.segments[si].ids[refs[sel] & _ROW_MASK].astype(np.int64)
-        if self.metric == "l2":
-            qn = np.einsum("ij,ij->i", xq, xq)[:, None]
-            dist = np.where(valid, np.maximum(qn - scores, 0), np.inf).astype(np.float32)
-        else:
-            dist = np.where(valid, scores, -np.inf).astype(np.float32)
-        return dist, ids
-
-    def _cache(self, seg: Any) -> _SegmentCache:
-        """Derived per-segment data, built once and published only when complete (searches run concurrently
-        from many threads; a racing second builder just does the same work)."""
-        c = self._seg_cache.get(seg.name)
-        if c is None:
-            c = _SegmentCache()
-            a, b = self._scanner.row_terms(seg.column("scan"))
-            if self.metric == "l2":  # the scan ranks by 2⟨q,x⟩ − ‖x‖²
-                c.norm2 = np.asarray(seg.extra("norm2"), dtype=np.float32)
-                a = 2 * a - c.norm2 if a.size else -c.norm2
-                b = 2 * b if b.size else np.full(seg.num_rows, 2, np.float32)
-            c.row_a, c.row_b = np.ascontiguousarray(a, np.float32), np.ascontiguousarray(b, np.float32)
-            c.scan_data = self._scanner.segment_data(seg.column("scan"), c.row_a, c.row_b)
-            if self._ivf is not None:
-                lists = seg.extra("list")
-                c.offsets = np.searchsorted(lists, np.arange(self._ivf.nlist + 1)).astype(np.int64)
-            if len(self._seg_cache) > 4096:  # bounded: forget the oldest entries
-                for key in list(self._seg_cache)[:1024]:
-                    self._seg_cache.pop(key, None)
-            self._seg_cache[seg.name] = c
-        return c
-
-    def _scan(self, snap: Any, xq: np.ndarray, kk: int, masks: list | None, nprobe: int | None,
-              k: int | None = None):
-        """First stage → (scores, refs, ip, width): the best ``kk`` scan estimates per query over all segments,
-        the exact ⟨q, decode(scan code)⟩ of those rows and the half-widths of the estimates' confidence
-        intervals when the scanner provides them (else ``None``)."""
-        nq = xq.shape[0]
-        probes = None
-        if self._ivf is not None:
-            nprobe = self._config.ivf.nprobe if nprobe is None else int(nprobe)
-            if masks is not None:  # a selective filter empties most lists: probe proportionally more
-                kept = sum(int(m.sum()) for m in masks) / max(1, snap.num_rows)
-                nprobe = int(math.ceil(nprobe / max(kept, 1e-6)))
-            probes = self._ivf.probe(xq, min(nprobe, self._ivf.nlist))
-        prep = self._scanner.prepare(xq)
-        l2 = self.metric == "l2"
-        parts = []
-        for si, seg in enumerate(snap.segments):
-            if seg.num_rows == 0:
-                continue
-            cache = self._cache(seg)
-            if masks is not None:
-                live = np.ascontiguousarray(masks[si])
-            else:  # no deletions: skip the per-row mask (O(1) check instead of scanning it)
-                live = _EMPTY_BOOL if seg.num_live == seg.num_rows else np.ascontiguousarray(seg.live)
-            if probes is not None:
-                ranges = np.stack([cache.offsets[probes], cache.offsets[probes + 1]], axis=-1)
-            else:
-                ranges = np.zeros((nq, 1, 2), dtype=np.int64)
-                ranges[:, 0, 1] = seg.num_rows
-            v, r, ip, width = self._scanner.scan(prep, seg.column("scan"), cache.row_a, cache.row_b, ranges, live,
-                                                 kk, 2.0 if l2 else 1.0, cache.scan_data, k)
-            parts.append((v, np.where(r >= 0, r | (si << _SEG_SHIFT), -1), ip, width))
-        if not parts:
-            return np.full((nq, 0), -np.inf, np.float32), np.full((nq, 0), -1, np.int64), None, None
-        if len(parts) == 1:
-            return parts[0]
-        scores = np.concatenate([p[0] for p in parts], axis=1)
-        refs = np.concatenate([p[1] for p in parts], axis=1)
-        extras = [None if any(p[j] is None for p in parts) else np.concatenate([p[j] for p in parts], axis=1)
-                  for j in (2, 3)]
-        return _topk_of(scores, refs, kk, *extras)
-
-    def _filtered_exact(self, snap: Any, xq: np.ndarray, masks: list, k: int):
-        """Score every selected row with the finest reconstruction (BLAS products), keep the best k."""
-        scores, refs = [], []
-        for si, mask in enumerate(masks):
-            rows = np.flatnonzero(mask)
-            if rows.size == 0:
-                continue
-            seg = snap.segments[si]
-            s = 0
-            for q, column in self._reconstruction_parts():
-                s = s + q.work_queries(xq) @ q.decode_work(np.asarray(seg.column(column)[rows])).T
-            if self.metric == "l2":
-                s = 2 * s - self._cache(seg).norm2[rows][None, :]
-            scores.append(np.asarray(s, dtype=np.float32))
-            refs.append(np.broadcast_to(rows.astype(np.int64) | (si << _SEG_SHIFT), s.shape))
-        if not scores:
-            return np.full((xq.shape[0], k), -np.inf, np.float32), np.full((xq.shape[0], k), -1, np.int64)
-        return _topk_of(np.concatenate(scores, axis=1), np.concatenate(refs, axis=1), k)
-
-    def _score_refs(self, snap: Any, xq: np.ndarray, refs: np.ndarray, q: Quantizer, column: str):
-        """⟨q_i, decode(code of refs[i, j])⟩ for a (nq, m) array of row refs (−1 = none → −inf).
-
-        Each distinct candidate row's code is read once; the quantiser scores every (query, candidate)
-        pair in its work domain, where the query is rotated once (:meth:`Quantizer.ip_pairs`).
-        """
-        qw = q.work_queries(xq)
-        scores = np.full(refs.shape, -np.inf, dtype=np.float32)
-        valid = refs >= 0
-        seg_of = np.where(valid, refs >> _SEG_SHIFT, -1)
-        for si in np.unique(seg_of[valid]):
-            seg = snap.segments[si]
-            sel = seg_of == si
-            rows = refs[sel] & _ROW_MASK
-            uniq, inv = np.unique(rows, return_inverse=True)
-            qi = np.nonzero(sel)[0].astype(np.int64)
-            scores[sel] = q.ip_pairs(qw, qi, np.asarray(seg.column(column)[uniq]), inv.astype(np.int64).ravel())
-        return scores
-
-    def _reconstruction_parts(self) -> list[tuple[Quantizer, str]]:
-        """(quantiser, column) pairs whose decodes sum to the finest stored reconstruction."""
-        if self._rescore_q is None:
-            return [(self._scan_q, "scan")]
-        if self._config.residual:
-            return [(self._rescore_q, "rescore"), (self._scan_q, "scan")]
-        return [(self._rescore_q, "rescore")]
-
-    def _rescore(self, snap: Any, xq: np.ndarray, refs: np.ndarray, k: int, scan_ip: np.ndarray | None = None):
-        """Best ``k`` of the candidates ``refs`` by the finest reconstruction.  ``scan_ip`` (the scan's exact
-        ⟨q, decode(scan code)⟩ per candidate) replaces decoding the scan codes again in residual mode."""
-        scores = None
-        for q, column in self._reconstruction_parts():
-            if column == "scan" and scan_ip is not None:
-                part = np.where(refs >= 0, scan_ip, -np.inf).astype(np.float32)
-            else:
-                part = self._score_refs(snap, xq, refs, q, column)
-            scores = part if scores is None else scores + part
-        if self.metric == "l2":
-            scores = self._l2_ranking(snap, scores, refs)
-        return _topk_of(scores, refs, k)
-
-    def _l2_ranking(self, snap: Any, ip: np.ndarray, refs: np.ndarray) -> np.ndarray:
-        """2⟨q, x⟩ − ‖x‖² (higher = nearer) from inner products and the stored exact norms."""
-        out = np.full(refs.shape, -np.inf, dtype=np.float32)
-        valid = refs >= 0
-        seg_of = np.where(valid, refs >> _SEG_SHIFT, -1)
-        for si in np.unique(seg_of[valid]):
-            sel = seg_of == si
-            out[sel] = 2 * ip[sel] - self._cache(snap.segments[si]).norm2[refs[sel] & _ROW_MASK]
-        return out
+        xq = self._metric.prepare(xq)
+        searcher = Searcher(snap, codecs, self._config, self._segments)
+        with parallel.single_threaded_blas(), parallel.threads_for(searcher.expected_work(xq.shape[0], nprobe)):
+            return searcher.search(xq, k, filter, int(oversample), nprobe)
 
     # ------------------------------------------------------------ lookups by id
     def get_metadata(self, ids: object, columns: list[str] | None = None, *,
@@ -708,69 +405,7 @@ class Index:
         Raises ``UnknownIds`` for ids not in the index.
         """
         rows = self._store.snapshot().get(ids)
-        if rows.ids.size == 0 or self._scan_q is None:
+        if rows.ids.size == 0 or self._codecs is None:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = sum(q.decode(rows.columns[column]) for q, column in self._reconstruction_parts())
+        out = sum(q.decode(rows.columns[column]) for q, column in self._codecs.reconstruction_parts())
         return np.ascontiguousarray(out, dtype=np.float32)
-
-
-#: Searches expected to score fewer (query, row) pairs than this run all kernels on the calling thread.
-SINGLE_THREAD_WORK = 1_000_000
-
-
-@contextlib.contextmanager
-def _threads_for(work: float):
-    """Run small searches single-threaded: waking numba's pool costs more than the work (tens of µs when
-    idle, milliseconds on a loaded machine).  ``numba.set_num_threads`` is per calling thread."""
-    if work >= SINGLE_THREAD_WORK:
-        yield
-        return
-    import numba
-
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(previous)
-
-
-def _confident_candidates(scores: np.ndarray, refs: np.ndarray, width: np.ndarray, k: int) -> np.ndarray:
-    """``refs`` with every candidate that cannot reach the top ``k`` set to −1.
-
-    Each scan score lies within ``± width`` of the exact score (with the scanner's confidence); a candidate
-    whose upper bound is below the k-th largest lower bound of its query is beaten by k others, so
-    rescoring it is wasted work.
-    """
-    if scores.shape[1] <= k:
-        return refs
-    valid = refs >= 0
-    lower = np.where(valid, scores - width, -np.inf)
-    kth = -np.partition(-lower, k - 1, axis=1)[:, k - 1:k]
-    return np.where(valid & (scores + width >= kth), refs, -1)
-
-
-def _topk_of(scores: np.ndarray, refs: np.ndarray, k: int, *payload: np.ndarray | None):
-    """Best k per row of (scores, refs), descending; pads with (−inf, −1).  Arrays in ``payload`` (same
-    shape) are reordered alongside and returned after (scores, refs), padded with 0; ``None`` stays ``None``."""
-    nq, m = scores.shape
-    if m < k:
-        pad = k - m
-        scores = np.concatenate([scores, np.full((nq, pad), -np.inf, np.float32)], axis=1)
-        refs = np.concatenate([refs, np.full((nq, pad), -1, np.int64)], axis=1)
-        payload = tuple(None if p is None else np.concatenate([p, np.zeros((nq, pad), p.dtype)], axis=1)
-                        for p in payload)
-        m = k
-    if m > k:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(m), (nq, m))
-    s = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-s, axis=1, kind="stable")
-    s = np.take_along_axis(s, order, axis=1)
-
-    def pick(a: np.ndarray | None) -> np.ndarray | None:
-        return None if a is None else np.take_along_axis(np.take_along_axis(a, part, axis=1), order, axis=1)
-
-    r = np.where(np.isfinite(s), pick(refs), -1)
-    return (s.astype(np.float32), r, *(pick(p) for p in payload))

@@ -15,12 +15,12 @@ import math
 import threading
 from dataclasses import dataclass, replace
 
-import numba
 import numpy as np
 
-from .._blas import matmul_split
+from .. import parallel
 from ..errors import CorruptData, InvalidInput
 from ..kernels.ivf import select_lists, select_lists_serial
+from .metric import Metric, get_metric
 
 LOG = logging.getLogger(__name__)
 
@@ -38,13 +38,13 @@ class IVFConfig:
     nlist:
         Number of lists (k-means centroids); ``0`` = automatic: chosen from the training sample (the first
         batch) as the power of two nearest 4·√n, or 1 (a flat scan) below ``auto_min_vectors`` vectors:
-        batched flat scans group queries per code load (on Debian about 4× cheaper per row than 60-row lists),
-        so on Debian-MiniLM (60k vectors) a flat scan is as fast as IVF at nprobe = nlist/4 and loses no
-        recall to the lists.
+        batched flat scans group queries per code load, which makes a row of a flat scan several times
+        cheaper than a row of short lists, so at that size a flat scan is as fast as IVF at nprobe = nlist/4
+        and loses no recall to the lists (benchmarks/RESULTS.md, sections 2 and 6).
     nprobe:
         Default lists scanned per query (per-call ``nprobe`` overrides it). More = higher recall, slower.
-        ``0`` = automatic: 1/4 of the lists (on Debian-MiniLM, whose queries are worded unlike its corpus,
-        that keeps recall@10 ≥ 0.95 with the default preset; tighter data needs fewer).
+        ``0`` = automatic: 1/4 of the lists, chosen on Debian-MiniLM, whose queries are worded unlike its
+        corpus (benchmarks/RESULTS.md, section 2); tighter data needs fewer.
     hnsw:
         Probe centroids with an hnswlib graph: ``"auto"`` (when nlist ≥ ``hnsw_min_nlist``), ``True``, ``False``.
     hnsw_min_nlist:
@@ -95,24 +95,24 @@ class IVFConfig:
 
 
 class CoarseQuantizer:
-    """Centroids plus assignment/probing by inner product (``ip``/``cosine``) or L2."""
+    """Centroids plus assignment/probing in the order of the index's metric (:mod:`.metric`)."""
 
-    def __init__(self, centroids: np.ndarray, metric: str, cfg: IVFConfig) -> None:
+    def __init__(self, centroids: np.ndarray, metric: str | Metric, cfg: IVFConfig) -> None:
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        self.metric = metric
+        self.metric = get_metric(metric)
         self.cfg = cfg
         self.nlist = self.centroids.shape[0]
-        self._c_norm2 = np.einsum("ij,ij->i", self.centroids, self.centroids)
-        # probe ranks by ⟨q, c⟩ + bias: −‖c‖²/2 turns that into the L2 order
-        self._bias = (-0.5 * self._c_norm2 if metric == "l2" else np.zeros(self.nlist)).astype(np.float32)
+        self._centroid_norms = np.einsum("ij,ij->i", self.centroids, self.centroids)
+        self._probe_bias = self.metric.probe_bias(self._centroid_norms)  # probes rank by ⟨q, c⟩ + bias
         self._use_graph = cfg.hnsw if cfg.hnsw != "auto" else self.nlist >= cfg.hnsw_min_nlist
         self._graph = None  # built on first probe, so that opening an index stays fast
         self._graph_lock = threading.Lock()
 
     @classmethod
-    def train(cls, x: np.ndarray, metric: str, cfg: IVFConfig) -> CoarseQuantizer:
+    def train(cls, x: np.ndarray, metric: str | Metric, cfg: IVFConfig) -> CoarseQuantizer:
         import faiss
 
+        metric = get_metric(metric)
         if x.shape[0] < cfg.nlist:
             raise InvalidInput(f"IVF with nlist={cfg.nlist} needs at least {cfg.nlist} training vectors, "
                                f"got {x.shape[0]}")
@@ -120,24 +120,21 @@ class CoarseQuantizer:
         if x.shape[0] > cfg.train_size:
             x = x[np.sort(rng.choice(x.shape[0], cfg.train_size, replace=False))]
         km = faiss.Kmeans(x.shape[1], cfg.nlist, niter=cfg.niter, seed=cfg.seed,
-                          spherical=metric == "cosine", verbose=False)
+                          spherical=metric.spherical, verbose=False)
         km.train(np.ascontiguousarray(x, dtype=np.float32))
         return cls(km.centroids, metric, cfg)
 
     def _build_graph(self):
         import hnswlib
 
-        space = "l2" if self.metric == "l2" else "ip"
-        g = hnswlib.Index(space=space, dim=self.centroids.shape[1])
+        g = hnswlib.Index(space=self.metric.graph_space, dim=self.centroids.shape[1])
         g.init_index(max_elements=self.nlist, ef_construction=200, M=32, random_seed=self.cfg.seed)
         g.add_items(self.centroids, np.arange(self.nlist))
         return g
 
     def _scores(self, x: np.ndarray) -> np.ndarray:
-        ip = x @ self.centroids.T
-        if self.metric == "l2":
-            return 2 * ip - self._c_norm2[None, :]  # higher = nearer
-        return ip
+        """Ranking scores of rows of ``x`` against every centroid (higher = nearer)."""
+        return self.metric.score(x @ self.centroids.T, self._centroid_norms[None, :])
 
     def assign(self, x: np.ndarray, batch: int = 65_536) -> np.ndarray:
         """Nearest list of every row, int32 (n,)."""
@@ -156,14 +153,14 @@ class CoarseQuantizer:
                 if self._graph is None:
                     self._graph = self._build_graph()
                 self._graph.set_ef(max(2 * nprobe, 64))
-                labels, _ = self._graph.knn_query(xq, k=nprobe, num_threads=-1)
+                labels, _ = self._graph.knn_query(xq, k=nprobe, num_threads=parallel.active_threads())
             return labels.astype(np.int64)
         out = np.empty((xq.shape[0], nprobe), dtype=np.int64)
         for s in range(0, xq.shape[0], batch):
-            scores = np.ascontiguousarray(matmul_split(xq[s:s + batch], self.centroids.T, numba.get_num_threads()),
-                                          dtype=np.float32)
-            select = select_lists if scores.shape[0] > 1 else select_lists_serial
-            out[s:s + batch] = select(scores, self._bias, nprobe, lead)
+            scores = np.ascontiguousarray(
+                parallel.matmul_split(xq[s:s + batch], self.centroids.T, parallel.active_threads()), dtype=np.float32)
+            select = select_lists if parallel.queries_parallel(scores.shape[0]) else select_lists_serial
+            out[s:s + batch] = select(scores, self._probe_bias, nprobe, lead)
         return out
 
     def to_bytes(self) -> bytes:

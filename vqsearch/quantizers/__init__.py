@@ -4,29 +4,38 @@
 >>> q = quantizers.get("sq8").fit(xb)          # doctest: +SKIP
 >>> codes = q.encode(xb); xb_hat = q.decode(codes)  # doctest: +SKIP
 
-Stable codec ids (written into serialised state and segment metadata; never reuse one):
-
-==== =========== ==========================================
-id   name        family
-==== =========== ==========================================
-1    sq8         scalar, 8 bits
-2    sq4         scalar, 4 bits
-3    binary      sign bits (1 bit/dim)
-4    ternary     1.58-bit {-1, 0, +1}
-5    pq          product quantiser
-6    opq         PQ after a learned rotation
-7    float16     IEEE half precision (lossless-ish reference)
-10   e8p         QuIP# E8P codebook (2 bits) and RVQ (3, 4 bits)
-11   e8          scaled E8 lattice in a ball, any rate
-13   leech       Leech lattice Λ24
-20   trellis     QTIP bitshift trellis
-==== =========== ==========================================
+Every module of this folder is imported here, and each family registers itself with
+:func:`~vqsearch.quantizers.registry.register` (name, aliases and a stable codec id, written into
+serialised state and segment metadata; never reuse one).  :func:`codec_ids` lists them; a family is
+added by adding its module (plus its kernels and its test), nothing else.
 """
 
 from __future__ import annotations
 
-from . import binary, e8, float16, leech, pq, scalar, ternary, trellis  # noqa: F401  (registration side effects)
-from .base import Quantizer
-from .registry import available, by_codec_id, from_bytes, get, parse_spec, register
+import importlib
+import pkgutil
 
-__all__ = ["Quantizer", "available", "by_codec_id", "from_bytes", "get", "parse_spec", "register"]
+from .base import Quantizer, ScanTerms
+from .registry import (
+    available,
+    by_codec_id,
+    codec_ids,
+    coerce_params,
+    from_bytes,
+    get,
+    parse_spec,
+    register,
+    split_spec,
+)
+
+
+def _import_families() -> None:
+    """Import every module of this package, so that each family's ``@register`` runs."""
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_import_families()
+
+__all__ = ["Quantizer", "ScanTerms", "available", "by_codec_id", "codec_ids", "coerce_params", "from_bytes", "get",
+           "parse_spec", "register", "split_spec"]

@@ -7,25 +7,49 @@ the family's block size, byte-shape checks and serialisation.
 
 Subclass contract (all on the work domain, i.e. after RHT and padding):
 
-* ``name``, ``codec_id``, ``description`` class attributes (registered in
-  :mod:`vqsearch.quantizers.registry`).
+* ``name``, ``codec_id``, ``description`` class attributes, and the class decorated with
+  :func:`vqsearch.quantizers.registry.register` in its own module (the package imports every module
+  of its folder, so a new family needs no other file to be found).
 * ``__init__`` takes keyword-only parameters and calls ``super().__init__(rht=..., seed=...)``;
   ``params()`` returns them (JSON-able) so that ``type(q)(**q.params())`` rebuilds an unfitted copy.
 * ``_work_dim(d_in)``: padded dimension the core needs (default: unchanged).
 * ``_fit(xw)``, ``_code_size()``, ``_encode(xw)``, ``_decode(codes)``.
 * ``_state()`` / ``_load_state(arrays)``: fitted arrays for serialisation.
+
+Capabilities other layers use (public, documented below; a family overrides what applies to it):
+:attr:`Quantizer.work_dim`, :meth:`Quantizer.work_queries`, :meth:`Quantizer.decode_work`,
+:meth:`Quantizer.rotate`, :meth:`Quantizer.scan_terms`, :meth:`Quantizer.estimate_ip` and
+:meth:`Quantizer.ip_pairs`.  No module outside this package reads a quantiser's ``_private`` names.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from .. import parallel
 from .._validation import as_code_matrix, as_float_matrix
 from ..errors import DimensionMismatch, EmptyInput, InvalidSpec, NotFitted
 from ..rht import RandomizedHadamard
+
+_EMPTY_F32 = np.zeros(0, dtype=np.float32)
+_EMPTY_F32.setflags(write=False)
+
+
+class ScanTerms(NamedTuple):
+    """Per-row terms of a first-stage estimate ⟨q, x_i⟩ ≈ c_q + offset_i + scale_i · S_q(code_i).
+
+    ``S_q`` is what a lookup-table or popcount kernel sums over the code bytes and ``c_q`` a per-query
+    constant; ``offset``/``scale`` are float32 ``(n,)`` or empty (meaning 0 and 1).  ``error``, when the
+    estimator has an error bound, is the per-row scale of its deviation from the exact inner product per
+    unit query norm (the confidence half-width is a multiple of ``‖q‖·error_i``), else ``None``.
+    """
+
+    offset: np.ndarray = _EMPTY_F32
+    scale: np.ndarray = _EMPTY_F32
+    error: np.ndarray | None = None
 
 
 class Quantizer:
@@ -85,6 +109,13 @@ class Quantizer:
         return self._fitted
 
     @property
+    def work_dim(self) -> int:
+        """Dimension of the work domain (after the RHT and the family's padding): the width of
+        :meth:`work_queries` and :meth:`decode_work`."""
+        self._require_fitted()
+        return self._d_work
+
+    @property
     def code_size(self) -> int:
         """Bytes per encoded vector."""
         self._require_fitted()
@@ -135,7 +166,8 @@ class Quantizer:
                 f"{self.name} needs at least {self.min_train} training vectors, got {x.shape[0]}"
             )
         self._setup(x.shape[1])
-        self._fit(self.to_work(x))
+        with parallel.threads_for():
+            self._fit(self.to_work(x))
         self._fitted = True
         return self
 
@@ -158,7 +190,8 @@ class Quantizer:
         x = as_float_matrix(x, d=self.d)
         if x.shape[0] == 0:
             return np.zeros((0, self._code_size()), dtype=np.uint8)
-        codes = self._encode(self.to_work(x))
+        with parallel.threads_for():
+            codes = self._encode(self.to_work(x))
         return np.ascontiguousarray(codes, dtype=np.uint8)
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
@@ -167,13 +200,16 @@ class Quantizer:
         codes = as_code_matrix(codes, code_size=self._code_size())
         if codes.shape[0] == 0:
             return np.zeros((0, self.d), dtype=np.float32)
-        return self.from_work(self._decode(codes))
+        with parallel.threads_for():
+            return self.from_work(self._decode(codes))
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         """``decode(encode(x))``."""
         return self.decode(self.encode(x))
 
-    # ---------------------------------------------------------- search side
+    # ---------------------------------------------------------- capabilities
+    # What scanners, the index and the weights layer use.  (Weights-specific capabilities, such as the
+    # tile shape a family wants for weight matrices, belong to this section too.)
     def work_queries(self, xq: np.ndarray) -> np.ndarray:
         """Validated queries mapped into the work domain (RHT + zero padding), float32 (nq, d_work).
 
@@ -194,6 +230,19 @@ class Quantizer:
             return np.zeros((0, self._d_work), dtype=np.float32)
         return self._decode(codes)
 
+    def rotate(self, xw: np.ndarray) -> np.ndarray:
+        """Work-domain vectors (n, work_dim) → the domain the codes are computed in.
+
+        The identity for every family without a learned rotation; OPQ applies its rotation R (its
+        codebooks and lookup tables live in the rotated domain).
+        """
+        return xw
+
+    def scan_terms(self, codes: np.ndarray) -> ScanTerms:
+        """Per-row terms of the family's first-stage estimate (see :class:`ScanTerms`); by default
+        none (offset 0, scale 1): the kernel's sum is the estimate itself."""
+        return ScanTerms()
+
     def estimate_ip(self, xq: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Inner products ⟨xq_i, decode(codes)_j⟩ as float32 (nq, n).
 
@@ -202,18 +251,36 @@ class Quantizer:
         """
         return self.work_queries(xq) @ self.decode_work(codes).T
 
-    def ip_pairs(self, qw: np.ndarray, qi: np.ndarray, codes: np.ndarray, ri: np.ndarray) -> np.ndarray:
-        """Rescoring of candidate lists: ⟨qw[qi[p]], decode_work(codes[ri[p]])⟩ for every pair p, float32 (P,).
+    def ip_pairs(self, work_queries: np.ndarray, query_of_pair: np.ndarray, codes: np.ndarray,
+                 row_of_pair: np.ndarray) -> np.ndarray:
+        """Rescoring of candidate lists: ⟨work_queries[query_of_pair[p]], decode_work(codes[row_of_pair[p]])⟩
+        for every pair p, float32 (P,).
 
-        ``qw`` are work-domain queries (:meth:`work_queries`), ``codes`` the distinct candidate rows,
-        ``qi``/``ri`` int64 (P,).  Default: decode each row once, then a gather-dot kernel; families with a
-        fused decode-and-dot kernel override this.
+        ``work_queries`` come from :meth:`work_queries`, ``codes`` are the distinct candidate rows,
+        ``query_of_pair``/``row_of_pair`` int64 (P,).  Default: decode each row once, then a gather-dot
+        kernel; families with a fused decode-and-dot kernel override this.
         """
         from ..kernels.topk import rows_dot, rows_dot_serial
 
-        xw = self.decode_work(codes)
-        dot = rows_dot if qi.size >= 4096 else rows_dot_serial
-        return dot(qw, qi, xw, ri)
+        decoded = self.decode_work(codes)
+        dot = rows_dot if parallel.rescore_parallel(query_of_pair.size) else rows_dot_serial
+        return dot(work_queries, query_of_pair, decoded, row_of_pair)
+
+    # ------------------------------------------------ weight compression
+    #: Constructor defaults for weight matrices (:mod:`vqsearch.weights`) where they differ from the
+    #: class defaults: a model holds millions of vectors, so a family whose embedding default is too
+    #: slow at that scale names a faster setting here (measured in benchmarks/RESULTS.md §4).
+    weight_defaults: ClassVar[dict[str, Any]] = {}
+
+    def weight_tile(self) -> tuple[int, int] | None:
+        """(rows, columns) of the weight-matrix tile that one code vector covers, for :mod:`vqsearch.weights`.
+
+        ``None`` means any vector length works (the weights layer then picks the width).  Families
+        opt in by overriding this; the default raises, so a new family is never given a tile shape
+        it was not designed for.
+        """
+        raise InvalidSpec(f"quantiser {self.name!r} does not declare a weight tile shape, so it cannot encode "
+                          "weight matrices")
 
     # --------------------------------------------------------- to implement
     def _fit(self, xw: np.ndarray | None) -> None:  # pragma: no cover - trivial default

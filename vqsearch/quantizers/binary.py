@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import parallel
 from .._validation import as_code_matrix, as_float_matrix
 from ..errors import InvalidCodes
-from ..kernels.popcount import byte_luts, byte_luts_serial, hamming_u64, hamming_u64_serial, use_parallel
+from ..kernels.popcount import byte_luts, byte_luts_serial, hamming_u64, hamming_u64_serial
 from ..kernels.pq import adc_scan
-from .base import Quantizer
+from .base import Quantizer, ScanTerms
 from .registry import register
 
 
@@ -49,10 +50,11 @@ def pack_words(packed: np.ndarray) -> np.ndarray:
     return buf.view(np.uint64)
 
 
-def query_luts(qw: np.ndarray, nbytes: int) -> np.ndarray:
+def query_luts(work_queries: np.ndarray, nbytes: int) -> np.ndarray:
     """Per-byte partial-sum tables of work-domain queries, float32 (nq, nbytes, 256)."""
-    par = use_parallel(len(qw), len(qw) * nbytes * 256)
-    return (byte_luts if par else byte_luts_serial)(qw, nbytes)
+    nq = len(work_queries)
+    kernel = byte_luts if parallel.kernel_parallel(nq, nq * nbytes * 256) else byte_luts_serial
+    return kernel(work_queries, nbytes)
 
 
 def tail_mask(dim: int) -> np.uint8:
@@ -130,10 +132,12 @@ class Binary(Quantizer):
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         dim = self._d_work
-        r, rho = self.factors(codes)
         signs = np.unpackbits(codes[:, : self.nbytes], axis=1, count=dim).astype(np.float32) * 2 - 1
-        level = (r * rho / np.float32(np.sqrt(dim))).astype(np.float32)  # = mean |o_i|
-        return signs * level[:, None] + self._c
+        return signs * self._sign_levels(codes)[:, None] + self._c
+
+    def _sign_levels(self, codes: np.ndarray) -> np.ndarray:
+        r, rho = self.factors(codes)
+        return (r * rho / np.float32(np.sqrt(self._d_work))).astype(np.float32)  # = mean |o_i|
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"centre": self._c}
@@ -150,6 +154,23 @@ class Binary(Quantizer):
         """The centre c subtracted before taking signs (RaBitQ's centroid), work domain, float32 (D,)."""
         self._require_fitted()
         return self._c
+
+    def sign_levels(self, codes: np.ndarray) -> np.ndarray:
+        """Per-row magnitude of the decoded point, float32 (n,): ``decode = c + level·(2b − 1)``
+        (work domain), ``level = r·ρ/√D = mean |o_i|``."""
+        self._require_fitted()
+        return self._sign_levels(as_code_matrix(codes, code_size=self._code_size()))
+
+    def scan_terms(self, codes: np.ndarray) -> ScanTerms:
+        """RaBitQ's per-row terms: scale ``r/(ρ√D)`` on the signed sum Σ_i q_i(2b_i − 1) (the per-query
+        constant is ⟨q, c⟩), and the error scale ``r·√(1 − ρ²)/(ρ√D)`` (Gao & Long 2024, Thm 3.2)."""
+        self._require_fitted()
+        r, rho = self.factors(as_code_matrix(codes, code_size=self._code_size()))
+        dim = self._d_work
+        with np.errstate(invalid="ignore", divide="ignore"):  # ρ = 0 only for r = 0: the estimate is exact
+            scale = np.where(rho > 0, r / rho, 0.0) / np.sqrt(dim)
+            error = np.where(rho > 0, r * np.sqrt(np.maximum(1 - rho * rho, 0)) / (rho * np.sqrt(dim)), 0)
+        return ScanTerms(scale=scale.astype(np.float32), error=error.astype(np.float32))
 
     def sign_bytes(self, codes: np.ndarray) -> np.ndarray:
         """The packed sign bits of ``codes``: a uint8 (n, nbytes) view (no copy)."""
@@ -175,8 +196,8 @@ class Binary(Quantizer):
         (relative to the centre), so ``cos(π·H/D)`` estimates their cosine.
         """
         wa, wb = self._words(codes_a), self._words(codes_b)
-        par = use_parallel(len(wa), wa.size * len(wb))
-        return (hamming_u64 if par else hamming_u64_serial)(wa, wb)
+        kernel = hamming_u64 if parallel.kernel_parallel(len(wa), wa.size * len(wb)) else hamming_u64_serial
+        return kernel(wa, wb)
 
     def estimate_ip(self, xq: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Unbiased RaBitQ estimates of ⟨xq_i, x_j⟩ (the original vectors), float32 (nq, n).
@@ -185,13 +206,16 @@ class Binary(Quantizer):
         this is the estimator to rank with.  Cost: one (nbytes, 256) table per query, then
         ``nbytes`` look-ups per code (:func:`~vqsearch.kernels.pq.adc_scan8`, over the sign bytes).
         """
-        qw = self.work_queries(xq)
+        queries = self.work_queries(xq)
         codes = as_code_matrix(codes, code_size=self._code_size())
         dim = self._d_work
         r, rho = self.factors(codes)
         with np.errstate(invalid="ignore", divide="ignore"):
             coef = np.where(rho > 0, r / rho, 0.0).astype(np.float32) / np.float32(np.sqrt(dim))
-        sel = adc_scan(query_luts(qw, self.nbytes), codes, 8)  # Σ_{b_i=1} q_i, (nq, n)
-        qsum = qw.sum(axis=1, dtype=np.float64).astype(np.float32)
-        qc = qw @ self._c
-        return (qc[:, None] + (np.float32(2.0) * sel - qsum[:, None]) * coef[None, :]).astype(np.float32)
+        nq = len(queries)
+        set_sum = adc_scan(query_luts(queries, self.nbytes), codes, 8,  # Σ_{b_i=1} q_i, (nq, n)
+                           parallel.kernel_parallel(nq, nq * codes.shape[0] * self.nbytes))
+        query_sum = queries.sum(axis=1, dtype=np.float64).astype(np.float32)
+        query_const = queries @ self._c
+        return (query_const[:, None] + (np.float32(2.0) * set_sum - query_sum[:, None]) * coef[None, :]
+                ).astype(np.float32)

@@ -179,6 +179,10 @@ class E8P(_ScaledLattice):
     def _target_rms(self) -> float:
         return E8P_TARGET_RMS[self.bits]
 
+    def weight_tile(self) -> tuple[int, int]:
+        """One 8-value block of a weight row per code vector."""
+        return (1, 8)
+
     def _code_size(self) -> int:
         return self._n_blocks * self.bits + self._scale_bytes()  # 8 values × bits / 8 bytes per block
 
@@ -265,6 +269,10 @@ class E8Ball(_ScaledLattice):
 
     def _target_rms(self) -> float:
         return E8_BALL_TARGET_RMS[self._nbits]
+
+    def weight_tile(self) -> tuple[int, int]:
+        """The fewest 8-value blocks of a weight row whose indices fill whole bytes (2.25 bits: 4 blocks, 9 bytes)."""
+        return (1, 8 * (8 // math.gcd(self._nbits, 8)))
 
     def _code_size(self) -> int:
         return (self._n_blocks * self._nbits + 7) // 8 + self._scale_bytes()

@@ -48,9 +48,10 @@ bits; QuIP#'s E8P has 0.0915.  Without the shell-(M+1) extension the MSEs are 0.
 Other rates 0.75 ≤ bits ≤ 3 with 24·bits an integer are accepted; their default M is the
 largest with L ≥ 6 (an untuned rule); ``shells`` overrides M.
 
-Cost per core (single-thread CPU time, this machine): exact search 60 / 82 / 220 µs per block at
-1.5 / 2 / 3 bits (≈ 0.4 / 0.3 / 0.11 M values/s), unranking 77 / 57 / 48 M values/s; both are
-parallel over blocks / rows.  See benchmarks/bench_leech.py.
+Cost: the exact search dominates encoding and grows with the rate; decoding (unranking) is two to
+three orders of magnitude faster.  Both are parallel over blocks / rows.  Throughputs are in
+benchmarks/RESULTS.md (section 1, encode/decode Mval/s; per-block timings in section 6), measured
+with benchmarks/rate_distortion.py and benchmarks/bench_leech.py.
 
 Work dimension: the input (after the optional RHT) is zero-padded to a multiple of 24.
 Scale: ``"global"`` divides by the training RMS σ (stored in the state); ``"vector"`` divides
@@ -93,8 +94,9 @@ ENCODE_CHUNK_BLOCKS = 1 << 16
 EXTEND_MULT = 2731
 #: Probe-radius grouping of the branch and bound: shells k..k' share a probe while
 #: sqrt(k'/k) ≤ 1 + γ/sqrt(M), γ = PROBE_GAMMA[0] for M ≤ 16 else PROBE_GAMMA[1].  Fewer probes
-#: (≈20 µs each) loosen the bounds so more cosets need the exact DP (≈6 µs at M = 12, ≈40 µs at
-#: M = 45); these values minimised the measured encode time at M = 6, 12 and 45.
+#: (each costs more than a coset's exact DP at small M) loosen the bounds so more cosets need the
+#: exact DP; these values minimised the measured encode time at M = 6, 12 and 45 (timings in
+#: benchmarks/RESULTS.md, section 6).
 PROBE_GAMMA = (1.4, 0.85)
 BLOCK = 24
 
@@ -407,6 +409,10 @@ class Leech(Quantizer):
         self.gain_values = np.ones(self.levels)
 
     # ------------------------------------------------------------------ layout
+    def weight_tile(self) -> tuple[int, int]:
+        """The fewest 24-value blocks of a weight row whose codes fill whole bytes."""
+        return (1, BLOCK * (8 // math.gcd(self.block_bits, 8)))
+
     def _work_dim(self, d_in: int) -> int:
         return BLOCK * -(-d_in // BLOCK)
 

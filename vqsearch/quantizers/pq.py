@@ -26,16 +26,14 @@ an invertible work transform (for ``opq`` and the RHT: no padding).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
 
+from .. import parallel
 from .._validation import as_code_matrix
 from ..errors import InvalidInput, InvalidSpec
-from ..kernels.popcount import use_parallel
 from ..kernels.pq import adc_scan, pq_assign, pq_assign_serial
 from .base import Quantizer, check_choice
 from .registry import register
@@ -53,26 +51,9 @@ OPQ_MAX_TRAIN = 16384
 
 
 def _faiss():
-    import faiss  # imported lazily: faiss start-up costs ~0.3 s and only training needs it
+    import faiss  # imported lazily: faiss takes a noticeable time to import and only training needs it
 
     return faiss
-
-
-@contextlib.contextmanager
-def _faiss_single_thread() -> Iterator[None]:
-    """Run faiss training single-threaded, restoring the thread count afterwards.
-
-    The per-sub-space k-means problems are small (dsub ≤ ~16 dimensions), so OpenMP fork/join
-    and spin-waiting dominate: on the shared 2-core test machine 2 threads were 2× slower than
-    1 for PQ training and 2.4× slower for OPQ.
-    """
-    faiss = _faiss()
-    prev = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(prev)
 
 
 class ProductQuantizer(Quantizer):
@@ -136,6 +117,10 @@ class ProductQuantizer(Quantizer):
     def dsub(self) -> int:
         return self._d_work // self.M
 
+    def weight_tile(self) -> None:
+        """Any vector length (the work dimension is padded to a multiple of ``m``)."""
+        return None
+
     def _work_dim(self, d_in: int) -> int:
         self._m_auto = -(-d_in // 4)
         m = self.m or self._m_auto
@@ -151,7 +136,8 @@ class ProductQuantizer(Quantizer):
         return self._centroids
 
     # ------------------------------------------------------------ training
-    def _rotate(self, xw: np.ndarray) -> np.ndarray:
+    def rotate(self, xw: np.ndarray) -> np.ndarray:
+        """Work-domain vectors → the codebooks' domain: ``y = R·x`` for ``opq``, unchanged for ``pq``."""
         return xw if self._rotation is None else np.ascontiguousarray(xw @ self._rotation.T)
 
     def _unrotate(self, yw: np.ndarray) -> np.ndarray:
@@ -179,12 +165,12 @@ class ProductQuantizer(Quantizer):
 
     def _fit(self, xw: np.ndarray) -> None:
         self._check_train_size(xw.shape[0])
-        self._train_codebooks(self._rotate(xw))
+        self._train_codebooks(self.rotate(xw))
 
     def _train_codebooks(self, yw: np.ndarray) -> None:
         faiss = _faiss()
         pq = self._new_faiss_pq()
-        with _faiss_single_thread():
+        with parallel.single_threaded_faiss():  # small k-means problems: see vqsearch.parallel
             pq.train(np.ascontiguousarray(yw, dtype=np.float32))
         cent = faiss.vector_to_array(pq.centroids).reshape(self.M, self.ksub, self.dsub)
         self._centroids = np.ascontiguousarray(cent, dtype=np.float32)
@@ -194,8 +180,7 @@ class ProductQuantizer(Quantizer):
     def assign(self, yw: np.ndarray) -> np.ndarray:
         """Nearest-centroid indices uint8 (n, M) of rotated work vectors (exact, numba kernel)."""
         cent_t, cnorm = self._assign_tables()
-        par = use_parallel(len(yw), yw.size * self.ksub)
-        kernel = pq_assign if par else pq_assign_serial
+        kernel = pq_assign if parallel.kernel_parallel(len(yw), yw.size * self.ksub) else pq_assign_serial
         return kernel(np.ascontiguousarray(yw, dtype=np.float32), cent_t, cnorm)
 
     def _assign_tables(self) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +209,7 @@ class ProductQuantizer(Quantizer):
         return idx[:, : self.M]
 
     def _encode(self, xw: np.ndarray) -> np.ndarray:
-        return self.pack(self.assign(self._rotate(xw)))
+        return self.pack(self.assign(self.rotate(xw)))
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         idx = self.unpack(codes)
@@ -252,14 +237,14 @@ class ProductQuantizer(Quantizer):
         (sum = ‖q_w − decode_w(code)‖², see the module docstring for padding).
         """
         metric = check_choice("metric", metric, ("ip", "l2"))
-        qw = self._rotate(self.work_queries(xq))
-        qs = qw.reshape(len(qw), self.M, self.dsub)
-        ip = np.einsum("nmd,mkd->nmk", qs, self._centroids, optimize=True).astype(np.float32)
+        rotated = self.rotate(self.work_queries(xq))
+        sub_queries = rotated.reshape(len(rotated), self.M, self.dsub)
+        ip = np.einsum("nmd,mkd->nmk", sub_queries, self._centroids, optimize=True).astype(np.float32)
         if metric == "ip":
             return ip
-        qn = np.einsum("nmd,nmd->nm", qs, qs)
-        cn = np.einsum("mkd,mkd->mk", self._centroids, self._centroids)
-        return (qn[:, :, None] - 2.0 * ip + cn[None]).astype(np.float32)
+        query_norms = np.einsum("nmd,nmd->nm", sub_queries, sub_queries)
+        centroid_norms = np.einsum("mkd,mkd->mk", self._centroids, self._centroids)
+        return (query_norms[:, :, None] - 2.0 * ip + centroid_norms[None]).astype(np.float32)
 
     def adc(self, lut: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """Scan ``codes`` with tables from :meth:`lut`: Σ_p lut[:, p, code_p], float32 (nq, n)."""
@@ -268,7 +253,8 @@ class ProductQuantizer(Quantizer):
         lut = np.ascontiguousarray(lut, dtype=np.float32)
         if lut.ndim != 3 or lut.shape[1:] != (self.M, self.ksub):
             raise InvalidInput(f"lut must have shape (nq, {self.M}, {self.ksub}), got {lut.shape}")
-        return adc_scan(lut, codes, self.nbits)
+        nq = lut.shape[0]
+        return adc_scan(lut, codes, self.nbits, parallel.kernel_parallel(nq, nq * codes.shape[0] * self.M))
 
     def estimate_ip(self, xq: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """⟨xq_i, decode(codes)_j⟩ by ADC (exact up to float32 summation order), float32 (nq, n)."""
@@ -315,11 +301,11 @@ class OPQ(ProductQuantizer):
         if len(xw) > OPQ_MAX_TRAIN:  # seeded subsample (faiss' own would use its fixed seed)
             rows = np.random.default_rng(self.seed).choice(len(xw), OPQ_MAX_TRAIN, replace=False)
             xs = xw[np.sort(rows)]
-        with _faiss_single_thread():
+        with parallel.single_threaded_faiss():  # small k-means problems: see vqsearch.parallel
             opq.train(np.ascontiguousarray(xs))
         rot = faiss.vector_to_array(opq.A).reshape(self._d_work, self._d_work)
         self._rotation = np.ascontiguousarray(rot, dtype=np.float32)
-        self._train_codebooks(self._rotate(xw))
+        self._train_codebooks(self.rotate(xw))
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         super()._load_state(arrays)

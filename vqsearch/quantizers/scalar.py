@@ -30,8 +30,8 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
+from .. import parallel
 from ..kernels.scalar import (
-    pick,
     sq_column_sse,
     sq_decode4,
     sq_decode4_serial,
@@ -76,9 +76,9 @@ def _tail_scales(srt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     med = srt[n // 2]
     std = srt.std(axis=0)
     s = np.where(std > 0, std, 1.0)
-    kk = min(n, max(16, n // 20))
-    up = np.sort(((srt[n - kk:] - med) / s).ravel())
-    down = np.sort(((med - srt[:kk]) / s).ravel())
+    tail_rows = min(n, max(16, n // 20))
+    up = np.sort(((srt[n - tail_rows:] - med) / s).ravel())
+    down = np.sort(((med - srt[:tail_rows]) / s).ravel())
     if len(up) < 16:
         return np.full(d, 1e-12), np.full(d, 1e-12)
     beta_hi = s * _mean_excess(up, (srt[-1] - med) / s)
@@ -210,20 +210,26 @@ class ScalarQuantizer(Quantizer):
         self._set_range(quantile(p, False), quantile(p, True))
 
     # ----------------------------------------------------------- protocol
+    def weight_tile(self) -> None:
+        """Any vector length: each coordinate has its own range."""
+        return None
+
     def _code_size(self) -> int:
         return self._d_work if self.bits == 8 else (self._d_work + 1) // 2
 
     def _encode(self, xw: np.ndarray) -> np.ndarray:
         n, d = xw.shape
+        par = parallel.elementwise_parallel(n, n * d)
         if self.bits == 8:
-            return pick(sq_encode8, sq_encode8_serial, n, d)(xw, self._lo, self._inv)
-        return pick(sq_encode4, sq_encode4_serial, n, d)(xw, self._lo, self._inv)
+            return (sq_encode8 if par else sq_encode8_serial)(xw, self._lo, self._inv)
+        return (sq_encode4 if par else sq_encode4_serial)(xw, self._lo, self._inv)
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         n, d = len(codes), self._d_work
+        par = parallel.elementwise_parallel(n, n * d)
         if self.bits == 8:
-            return pick(sq_decode8, sq_decode8_serial, n, d)(codes, self._lo, self._step)
-        return pick(sq_decode4, sq_decode4_serial, n, d)(codes, self._lo, self._step)
+            return (sq_decode8 if par else sq_decode8_serial)(codes, self._lo, self._step)
+        return (sq_decode4 if par else sq_decode4_serial)(codes, self._lo, self._step)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"lo": self._lo, "step": self._step}

@@ -37,11 +37,12 @@ from typing import Literal
 
 import numpy as np
 
+from .. import parallel
 from .._validation import as_code_matrix
 from ..errors import InvalidCodes, InvalidSpec
-from ..kernels.popcount import ternary_dot_u64, ternary_dot_u64_serial, use_parallel
+from ..kernels.popcount import ternary_dot_u64, ternary_dot_u64_serial
 from ..kernels.pq import adc_scan
-from .base import Quantizer, check_choice
+from .base import Quantizer, ScanTerms, check_choice
 from .binary import pack_words, query_luts, tail_mask
 from .registry import register
 
@@ -218,11 +219,18 @@ class Ternary(Quantizer):
         = popcount(Pa∧Pb) + popcount(Na∧Nb) − popcount(Pa∧Nb) − popcount(Na∧Pb).  With a fixed
         number k of non-zeros ("topk"), ‖t_a − t_b‖² = 2k − 2⟨t_a, t_b⟩.
         """
-        pa, na_ = self.bitplanes(codes_a)
-        pb, nb_ = self.bitplanes(codes_b)
-        words = [pack_words(p) for p in (pa, na_, pb, nb_)]
-        par = use_parallel(len(pa), 2 * words[0].size * len(pb))
-        return (ternary_dot_u64 if par else ternary_dot_u64_serial)(*words)
+        plus_a, minus_a = self.bitplanes(codes_a)
+        plus_b, minus_b = self.bitplanes(codes_b)
+        words = [pack_words(p) for p in (plus_a, minus_a, plus_b, minus_b)]
+        work = 2 * words[0].size * len(plus_b)
+        kernel = ternary_dot_u64 if parallel.kernel_parallel(len(plus_a), work) else ternary_dot_u64_serial
+        return kernel(*words)
+
+    def scan_terms(self, codes: np.ndarray) -> ScanTerms:
+        """The per-row scale α: ⟨q, decode(code)⟩ = α · (Σ_{P} q − Σ_{N} q), a sum over the planes' set bits."""
+        self._require_fitted()
+        scale = self.scales(as_code_matrix(codes, code_size=self._code_size()))
+        return ScanTerms(scale=np.ascontiguousarray(scale, dtype=np.float32))
 
     def estimate_ip(self, xq: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """⟨xq_i, decode(codes)_j⟩ = scale_j·(Σ_{P_j} q − Σ_{N_j} q), float32 (nq, n).
@@ -231,11 +239,13 @@ class Ternary(Quantizer):
         query partial sums per plane byte, the N-plane tables negated, scanned by
         :func:`~vqsearch.kernels.pq.adc_scan8` over the concatenated planes.
         """
-        qw = self.work_queries(xq)
+        queries = self.work_queries(xq)
         codes = as_code_matrix(codes, code_size=self._code_size())
         scale = self.scales(codes)
-        p, m = self._planes(codes)
-        planes = codes if self.packing == "bitplanes" else np.concatenate([p, m], axis=1)
-        lut = query_luts(qw, self.nbytes)
-        s = adc_scan(np.concatenate([lut, -lut], axis=1), planes, 8)
+        plus, minus = self._planes(codes)
+        planes = codes if self.packing == "bitplanes" else np.concatenate([plus, minus], axis=1)
+        lut = query_luts(queries, self.nbytes)
+        nq = len(queries)
+        s = adc_scan(np.concatenate([lut, -lut], axis=1), planes, 8,
+                     parallel.kernel_parallel(nq, nq * planes.shape[0] * 2 * self.nbytes))
         return s * scale[None, :]

@@ -203,10 +203,10 @@ class TrellisQuantizer(Quantizer):
         ``k``, bits per value, 1…4.  MSE on N(0, 1) at L = 16 (1MAD): 0.268 / 0.0686 / 0.0175 / 0.0045.
     L : int, default 16
         State bits.  Quality grows and encode speed falls with ``L``: each value costs two
-        Viterbi steps over 2^L states (≈ 6 µs per step at L = 16 on one core, ≈ 1.6 µs at 14,
-        ≈ 0.4 µs at 12).  MSE at k = 2: 0.0743 (L = 12), 0.0704 (14), 0.0686 (16).  For bulk
-        weight compression L = 14 is ≈ 4× faster than 16 for +3 % MSE.  Decoding speed does
-        not depend on ``L`` beyond the 2^L-entry table.  Valid ``k·V < L ≤ 20``.
+        Viterbi steps over 2^L states, so encoding time grows about ∝ 2^L (encode throughput per
+        ``L``: benchmarks/RESULTS.md, section 1).  MSE at k = 2: 0.0743 (L = 12), 0.0704 (14),
+        0.0686 (16); for bulk weight compression L = 14 is the usual compromise.  Decoding speed
+        does not depend on ``L`` beyond the 2^L-entry table.  Valid ``k·V < L ≤ 20``.
     V : int, default 1
         Values per trellis step (``"hyb"`` needs 2; ``"1mad"``/``"3inst"`` need 1).
     T : int, default 256
@@ -221,7 +221,8 @@ class TrellisQuantizer(Quantizer):
         Code gain γ: values are coded as ``a·c(s)`` with ``a = γ·RMS``.
     tail_window : int, default 0
         Steps of context each side of value 0 for the tail-biting pass 1; 0 = QTIP's full
-        rotation (best).  64 makes L = 16 encoding ≈ 25 % faster for +0.7 % MSE.
+        rotation (best).  64 runs 1 + 2·64/n instead of 2 Viterbi passes for +0.6-0.8 % MSE at
+        L = 16 (see ``_TAIL_WINDOW``).
     rht, seed
         Randomised Hadamard transform before quantising (recommended for real data).
 
@@ -243,6 +244,10 @@ class TrellisQuantizer(Quantizer):
     description = "QTIP bitshift trellis (L-bit states, Viterbi, tail-biting), k = 1-4 bits/value"
     data_free = False
     min_train = 1
+    #: Weight matrices hold millions of blocks, and encoding time grows with 2^L: a shorter trellis
+    #: compresses a whole model in minutes instead of many (benchmarks/RESULTS.md §4 measures the
+    #: default and L = 16 on MiniLM).  Embeddings keep L = 16.
+    weight_defaults = {"L": 12}
 
     def __init__(self, *, bits: int = 2, L: int = 16, V: int = 1, T: int = 256, code: CodeName = "1mad",
                  scale: ScaleMode = "global", gain: float = 0.0, tail_window: int = _TAIL_WINDOW,
@@ -292,6 +297,16 @@ class TrellisQuantizer(Quantizer):
     def effective_gain(self) -> float:
         """The code gain γ in use (the tuned default when ``gain=0``)."""
         return self.gain if self.gain > 0 else default_gain(self.code, self.bits, self.V)
+
+    def weight_tile(self) -> tuple[int, int]:
+        """QTIP's layout: a block of T values covers 16 columns × T/16 rows of a weight matrix.
+
+        Narrow tiles keep the Hessian-aware rounding's column blocks (:mod:`vqsearch.weights.ldlq`)
+        at 16 columns however long the trellis block is.
+        """
+        if self.T % 16:
+            raise InvalidSpec(f"trellis weights need T to be a multiple of 16 (16-column tiles), got {self.T}")
+        return (self.T // 16, 16)
 
     def _work_dim(self, d_in: int) -> int:
         self._d_real = d_in
@@ -446,7 +461,8 @@ class TrellisQuantizer(Quantizer):
             decode_blocks(bits, self.table, self.L, self.kv, self._scales_of(codes), out)
         return out.reshape(n, self._nblocks * self._block)
 
-    def ip_pairs(self, qw: np.ndarray, qi: np.ndarray, codes: np.ndarray, ri: np.ndarray) -> np.ndarray:
+    def ip_pairs(self, work_queries: np.ndarray, query_of_pair: np.ndarray, codes: np.ndarray,
+                 row_of_pair: np.ndarray) -> np.ndarray:
         """Fused rescoring (:func:`~vqsearch.kernels.trellis.ip_pairs_blocks`): each distinct row is decoded once
         into an L1-resident buffer and dotted with the queries that refer to it."""
         from .._validation import as_code_matrix
@@ -454,12 +470,13 @@ class TrellisQuantizer(Quantizer):
         self._require_fitted()
         codes = as_code_matrix(codes, code_size=self._code_size())
         n = codes.shape[0]
-        if n == 0 or qi.size == 0:
-            return np.zeros(qi.size, dtype=np.float32)
-        bb = self._block_bytes()
-        bits = np.ascontiguousarray(codes[:, : self._nblocks * bb]).reshape(n * self._nblocks, bb)
-        return ip_pairs_blocks(np.ascontiguousarray(qw, dtype=np.float32), np.ascontiguousarray(qi, dtype=np.int64),
-                               bits, np.ascontiguousarray(ri, dtype=np.int64), self.table, self.L, self.kv,
+        if n == 0 or query_of_pair.size == 0:
+            return np.zeros(query_of_pair.size, dtype=np.float32)
+        block_bytes = self._block_bytes()
+        bits = np.ascontiguousarray(codes[:, : self._nblocks * block_bytes]).reshape(n * self._nblocks, block_bytes)
+        return ip_pairs_blocks(np.ascontiguousarray(work_queries, dtype=np.float32),
+                               np.ascontiguousarray(query_of_pair, dtype=np.int64), bits,
+                               np.ascontiguousarray(row_of_pair, dtype=np.int64), self.table, self.L, self.kv,
                                self._scales_of(codes), self._nblocks)
 
     def decode_states(self, codes: np.ndarray) -> np.ndarray:

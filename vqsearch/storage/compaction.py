@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from .config import Layout, StorePolicy
 from .manifest import SegmentEntry
+from .schema import without_null_columns
 from .segment import Segment, take_rows, write_segment
 from .snapshot import SegmentView
 
@@ -123,7 +124,8 @@ def _write_group(root: Path, group: list[tuple[SegmentView, np.ndarray]], *, lay
     extra = {name: np.concatenate([v.extra(name)[i] for v, i in group]) for name in layout.extra_columns or {}}
     metadata = None
     if layout.metadata_schema is not None:
-        metadata = pa.concat_tables([v.metadata_table().take(pa.array(i)) for v, i in group]).combine_chunks()
+        metadata = without_null_columns(
+            pa.concat_tables([v.metadata_table().take(pa.array(i)) for v, i in group]).combine_chunks())
     if layout.cluster_by is not None:  # merged rows must stay grouped by the cluster key
         order = np.argsort(extra[layout.cluster_by], kind="stable")
         ids, columns, vectors, extra, metadata = take_rows(order, ids, columns, vectors, extra, metadata)

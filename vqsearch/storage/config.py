@@ -108,8 +108,9 @@ class Layout:
     """Physical schema shared by all segments of a store version.
 
     ``extra_columns`` and ``metadata_schema`` are ``None`` until declared (by the
-    config or by the first write that carries them); after that every write must
-    match them.
+    config or by the first write that carries them).  Every write must then match the
+    extra columns; the metadata schema only grows (writes may add columns or omit some,
+    see :mod:`vqsearch.storage.schema`).
     """
 
     dim: int
@@ -240,7 +241,7 @@ class StoreConfig:
         if ``None`` they are declared by the first write.
     metadata_schema
         Optional user metadata schema; if ``None`` it is declared by the first write
-        that carries metadata.
+        that carries metadata.  Later writes may append columns.
     codecs
         Optional free-form label per code column (e.g. ``"pq:m=56 codec 3 v1"``),
         written into each segment's schema metadata for offline inspection.

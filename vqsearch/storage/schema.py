@@ -1,14 +1,21 @@
 """Validation and normalisation of per-row user metadata and extra columns.
 
 User metadata arrives as a pyarrow Table/RecordBatch, a dict of columns or a
-pandas DataFrame.  Its schema is declared once (by the config or by the first
-write that carries metadata) and normalised so that equivalent inputs map to one
-storage type: dictionary columns are decoded, ``string``/``binary`` become
+pandas DataFrame.  Each column's type is normalised so that equivalent inputs map
+to one storage type: dictionary columns are decoded, ``string``/``binary`` become
 ``large_string``/``large_binary`` (no 2 GiB offset limit), schema metadata (e.g.
-pandas') is dropped.  Later writes must have the same columns; values are cast to
-the declared type only within a type family (integers to integers or floats,
-strings to strings ...) and only when no value changes, otherwise
-:class:`~vqsearch.errors.InvalidInput` names the column.
+pandas') is dropped.
+
+The schema evolves by addition only: a write may carry any subset of the declared
+columns (the others are null for its rows) plus new columns, which are appended to
+the schema as nullable fields (rows written earlier read them as null).  A declared
+column keeps its type: values are cast to it only within a type family (integers to
+integers or floats, strings to strings ...) and only when no value changes,
+otherwise :class:`~vqsearch.errors.InvalidInput` names the column.
+
+Column names are free-form strings, except ``and``/``or``/``not`` (filter keywords)
+and ``id`` (the row id, a filter field of its own).  :data:`TEXT_COLUMN` is the
+conventional column in which text collections keep their documents.
 """
 
 from __future__ import annotations
@@ -21,7 +28,11 @@ import pyarrow as pa
 from ..errors import InvalidInput
 from .config import EXTRA_DTYPES, check_name
 
-RESERVED_FIELDS = frozenset({"and", "or", "not"})  # filter-language keywords
+#: Filter-language keywords and the row id's filter field: never metadata column names.
+RESERVED_FIELDS = frozenset({"and", "or", "not", "id"})
+#: The metadata column in which a text collection keeps its documents (an ordinary ``large_string``
+#: column: filterable, returned by ``include``, updatable with ``update_metadata``).
+TEXT_COLUMN = "text"
 
 
 def _storage_type(t: pa.DataType, name: str) -> pa.DataType:
@@ -41,7 +52,8 @@ def _check_field_name(name: object) -> str:
     if not isinstance(name, str) or not name or len(name) > 256:
         raise InvalidInput(f"metadata column name {name!r} must be a non-empty string of at most 256 characters")
     if name in RESERVED_FIELDS:
-        raise InvalidInput(f"metadata column name {name!r} is reserved by the filter language")
+        what = "the row id (pass ids separately)" if name == "id" else "the filter language"
+        raise InvalidInput(f"metadata column name {name!r} is reserved for {what}")
     return name
 
 
@@ -103,18 +115,26 @@ def type_family(t: pa.DataType) -> str:
 
 
 def conform_metadata(table: pa.Table, declared: pa.Schema | None) -> tuple[pa.Table, pa.Schema]:
-    """Cast ``table`` to the declared schema (declaring it from ``table`` when ``None``)."""
-    schema = normalize_schema(table.schema) if declared is None else declared
+    """Cast ``table``'s columns to their declared types, declaring the columns the schema lacks.
+
+    Returns ``(table, schema)``: the table holds the given columns only, cast and in schema
+    order; ``schema`` is ``declared`` with any new columns appended (nullable).  Columns of
+    ``declared`` that ``table`` omits are not added: readers see them as null for these rows.
+    """
     got = table.column_names
-    missing = [f.name for f in schema if f.name not in got]
-    unexpected = [c for c in got if schema.get_field_index(c) < 0]
-    if missing or unexpected:
-        raise InvalidInput(f"metadata columns do not match the declared schema: missing {missing}, "
-                           f"unexpected {unexpected} (declared: {schema.names})")
     if len(set(got)) != len(got):
-        raise InvalidInput(f"metadata has duplicate column names: {got}")
-    columns = []
+        dup = sorted({n for n in got if got.count(n) > 1})
+        raise InvalidInput(f"metadata has duplicate column names: {dup}")
+    known = set() if declared is None else set(declared.names)
+    new_fields = [f for f in table.schema if f.name not in known]
+    schema = declared
+    if new_fields:
+        added = normalize_schema(pa.schema(new_fields))
+        schema = added if declared is None else pa.schema(list(declared) + list(added))
+    columns, fields = [], []
     for field in schema:
+        if field.name not in got:
+            continue
         col = table.column(field.name)
         src, dst = col.type, field.type
         if src != dst:
@@ -126,8 +146,19 @@ def conform_metadata(table: pa.Table, declared: pa.Schema | None) -> tuple[pa.Ta
             except (pa.ArrowException, TypeError, ValueError) as exc:
                 raise InvalidInput(f"metadata column {field.name!r}: cannot convert {src} to {dst}: {exc}") from None
         columns.append(col)
-    out = pa.Table.from_arrays(columns, schema=schema).combine_chunks()
+        fields.append(field)
+    if not columns:
+        return table.select([]), schema
+    out = pa.Table.from_arrays(columns, schema=pa.schema(fields)).combine_chunks()
     return out, schema
+
+
+def without_null_columns(table: pa.Table | None) -> pa.Table | None:
+    """``table`` without its all-null columns (``None`` if none is left): readers see absent columns as null."""
+    if table is None:
+        return None
+    keep = [c for c in table.column_names if table.column(c).null_count < table.num_rows]
+    return table.select(keep) if keep else None
 
 
 def as_extra_columns(extra: object, n: int,

@@ -8,9 +8,11 @@ contiguous buffer) with the columns::
     code:<name>   fixed_size_list<uint8>[code_size] opaque quantiser codes, one per code column
     vector        fixed_size_list<halffloat>[dim]   optional raw vectors
     extra:<name>  primitive numeric                 small per-row columns for the index (IVF list ...)
-    meta:<name>   any Arrow type                    user metadata (absent if written before it was declared)
+    meta:<name>   any Arrow type                    user metadata: the columns the write carried
 
-The schema metadata key ``vqsearch`` holds a JSON description (format version,
+A segment holds any subset of the version's metadata columns (format version 2; in
+version 1 it held all or none): columns declared after it was written, or omitted by
+its write, read as null.  The schema metadata key ``vqsearch`` holds a JSON description (format version,
 rows, dim, code sizes and codec labels, blob hashes) that is checked against the
 manifest on open.  Opening is O(schema): ``pa.memory_map`` + footer + batch
 header, validated structurally (types, row count, null counts, buffer sizes).
@@ -38,7 +40,8 @@ from .config import Layout, numpy_dtype
 from .manifest import SEGMENT_DIR, SegmentEntry
 
 SEGMENT_FORMAT = "vqsearch.segment"
-SEGMENT_FORMAT_VERSION = 1
+SEGMENT_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _META_KEY = b"vqsearch"
 _ARROW_ERRORS = (pa.ArrowException, OSError, ValueError, TypeError, IndexError)
 
@@ -55,8 +58,12 @@ def meta_field(name: str) -> str:
     return f"meta:{name}"
 
 
-def expected_schema(layout: Layout, *, with_metadata: bool) -> pa.Schema:
-    """The exact Arrow schema (without schema metadata) of a segment under ``layout``."""
+def expected_schema(layout: Layout, metadata: pa.Schema | None = None) -> pa.Schema:
+    """The exact Arrow schema (without schema metadata) of a segment under ``layout``.
+
+    ``metadata``: the user metadata columns the segment holds (a subset of the layout's,
+    in the layout's order; ``None`` = none).
+    """
     fields = [pa.field("id", pa.uint64(), nullable=False), pa.field("_id_order", pa.uint32(), nullable=False)]
     for name, size in layout.code_columns.items():
         fields.append(pa.field(code_field(name), pa.list_(pa.uint8(), size), nullable=False))
@@ -65,9 +72,8 @@ def expected_schema(layout: Layout, *, with_metadata: bool) -> pa.Schema:
                                nullable=False))
     for name, dt in (layout.extra_columns or {}).items():
         fields.append(pa.field(extra_field(name), pa.from_numpy_dtype(np.dtype(dt)), nullable=False))
-    if with_metadata and layout.metadata_schema is not None:
-        for f in layout.metadata_schema:
-            fields.append(pa.field(meta_field(f.name), f.type, nullable=True))
+    for f in metadata or ():
+        fields.append(pa.field(meta_field(f.name), f.type, nullable=True))
     return pa.schema(fields)
 
 
@@ -88,8 +94,8 @@ def write_segment(root: Path, *, layout: Layout, version: int, ids: np.ndarray,
                   codecs: Mapping[str, str], blob_hashes: Mapping[str, str]) -> Segment:
     """Write one segment file, fsync it, read it back and return it (entry with checksums).
 
-    Inputs must already be validated against ``layout``; ``metadata`` must have the
-    declared schema.  The directory entry is *not* fsync'd here: the caller fsyncs
+    Inputs must already be validated against ``layout``; ``metadata`` holds a subset of
+    the declared columns with their declared types.  The directory entry is *not* fsync'd here: the caller fsyncs
     ``segments/`` once per commit, before publishing the manifest.
     """
     n = int(ids.shape[0])
@@ -103,9 +109,8 @@ def write_segment(root: Path, *, layout: Layout, version: int, ids: np.ndarray,
         arrays.append(_fixed_list(vectors, layout.dim))
     for name in layout.extra_columns or {}:
         arrays.append(pa.array(extra[name]))
-    with_meta = metadata is not None
-    if with_meta:
-        for name in layout.metadata_schema.names:
+    if metadata is not None:
+        for name in metadata.column_names:
             arrays.append(metadata.column(name).combine_chunks())
     desc = {
         "format": SEGMENT_FORMAT, "format_version": SEGMENT_FORMAT_VERSION, "rows": n, "dim": layout.dim,
@@ -115,7 +120,8 @@ def write_segment(root: Path, *, layout: Layout, version: int, ids: np.ndarray,
         "extra_columns": dict(layout.extra_columns or {}),
         "created_version": version,
     }
-    schema = expected_schema(layout, with_metadata=with_meta).with_metadata({_META_KEY: json.dumps(desc).encode()})
+    meta_schema = None if metadata is None else metadata.schema
+    schema = expected_schema(layout, meta_schema).with_metadata({_META_KEY: json.dumps(desc).encode()})
     batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
     rel = f"{SEGMENT_DIR}/{uuid.uuid4().hex}.arrow"
     path = Path(root) / rel
@@ -185,7 +191,7 @@ class Segment:
             desc = None
         if not isinstance(desc, dict) or desc.get("format") != SEGMENT_FORMAT:
             raise self._fail("schema metadata is missing or not a vqsearch segment description")
-        if desc.get("format_version") != SEGMENT_FORMAT_VERSION:
+        if desc.get("format_version") not in _READABLE_VERSIONS:
             raise self._fail(f"unsupported segment format_version {desc.get('format_version')!r}")
         if desc.get("rows") != entry.rows or batch.num_rows != entry.rows:
             raise self._fail(f"has {batch.num_rows} rows (header says {desc.get('rows')!r}), "
@@ -197,9 +203,9 @@ class Segment:
         if not isinstance(codes, dict) or {k: (v or {}).get("code_size") for k, v in codes.items()
                                            if isinstance(v, dict)} != layout.code_columns:
             raise self._fail(f"code columns {codes!r} do not match the index {layout.code_columns}")
-        meta_names = [n for n in schema.names if n.startswith("meta:")]
+        meta = self._metadata_fields(schema)
         plain = schema.remove_metadata()
-        want = expected_schema(layout, with_metadata=bool(meta_names))
+        want = expected_schema(layout, meta)
         if not plain.equals(want):
             raise self._fail(f"schema does not match the index layout:\n{plain}\nexpected:\n{want}")
         for i, field in enumerate(schema):
@@ -214,7 +220,26 @@ class Segment:
             width = values.type.bit_width // 8
             if values.buffers()[1].address % width:  # IPC aligns buffers; numpy views must be aligned
                 raise self._fail(f"column {field.name!r} is not {width}-byte aligned")
-        self.has_metadata = bool(meta_names)
+        self.metadata_columns = frozenset(meta.names)
+
+    def _metadata_fields(self, schema: pa.Schema) -> pa.Schema:
+        """The segment's user metadata fields, checked against the layout (declared name and type)."""
+        declared = self.layout.metadata_schema
+        fields = []
+        for f in schema:
+            if not f.name.startswith("meta:"):
+                continue
+            name = f.name[len("meta:"):]
+            if declared is None or declared.get_field_index(name) < 0:
+                raise self._fail(f"metadata column {name!r} is not declared by the index")
+            if declared.field(name).type != f.type:
+                raise self._fail(f"metadata column {name!r} has type {f.type}, the index declares "
+                                 f"{declared.field(name).type}")
+            fields.append(declared.field(name))
+        order = {n: i for i, n in enumerate(declared.names)} if declared is not None else {}
+        if [order[f.name] for f in fields] != sorted(order[f.name] for f in fields):
+            raise self._fail("metadata columns are not in the index's declared order")
+        return pa.schema(fields)
 
     def compute_checksums(self) -> dict[str, int]:
         """CRC-32 of every column (reads the whole file)."""
@@ -318,19 +343,26 @@ class Segment:
         self._verify(extra_field(name))
         return self._raw_view(extra_field(name))
 
-    def metadata_table(self, schema: pa.Schema | None) -> pa.Table:
-        """User metadata as a Table with the declared ``schema`` (nulls if written before it).
+    def metadata_table(self, schema: pa.Schema | None, columns: list[str] | None = None) -> pa.Table:
+        """User metadata as a Table with the declared ``schema`` (null where the segment lacks a column).
 
         Zero-copy over the memory map; ``schema`` comes from the reading version's layout,
-        since a segment may predate the declaration.
+        since a segment may predate columns declared later.  ``columns`` selects (and orders)
+        the columns returned; only those are read and checksummed.
         """
         n = self.entry.rows
         if schema is None:
             return pa.Table.from_batches([self._batch.select([])])
-        if not self.has_metadata:
-            return pa.Table.from_arrays([pa.nulls(n, f.type) for f in schema], schema=schema)
-        cols = []
-        for f in schema:
-            self._verify(meta_field(f.name))
-            cols.append(self._batch.column(meta_field(f.name)))
-        return pa.Table.from_arrays(cols, schema=schema)
+        names = schema.names if columns is None else columns
+        cols, fields = [], []
+        for name in names:
+            f = schema.field(name)
+            if name in self.metadata_columns:
+                self._verify(meta_field(name))
+                cols.append(self._batch.column(meta_field(name)))
+            else:
+                cols.append(pa.nulls(n, f.type))
+            fields.append(f)
+        if not cols:
+            return pa.Table.from_batches([self._batch.select([])])
+        return pa.Table.from_arrays(cols, schema=pa.schema(fields))

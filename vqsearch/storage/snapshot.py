@@ -8,9 +8,9 @@ keeps unlinked, mapped files alive).  Nothing here takes a lock or blocks.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -18,56 +18,13 @@ import pyarrow as pa
 from ..errors import InvalidInput, UnknownIds
 from .config import Layout
 from .deletions import DeletionVector
-from .filters import compile_filter
+from .filters import CompiledFilter, compile_filter
+from .ids import as_cursor, as_id_array, as_padded_ids, find_sorted, preview
 from .manifest import Manifest
+from .scroll import ScrollPage, check_limit, scroll_page
 from .segment import Segment
 
-
-def as_id_array(ids: object, *, name: str = "ids") -> np.ndarray:
-    """Validate ids: a 1-D array of non-negative integers, returned as uint64."""
-    try:
-        arr = np.asarray(ids)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{name} is not convertible to an array: {exc}") from None
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise InvalidInput(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.size == 0:
-        return np.empty(0, dtype=np.uint64)
-    if arr.dtype.kind not in "iu":
-        raise InvalidInput(f"{name} must be integers, got dtype {arr.dtype}")
-    if arr.dtype.kind == "i" and int(arr.min()) < 0:
-        raise InvalidInput(f"{name} must be non-negative, got {int(arr.min())}")
-    return np.ascontiguousarray(arr, dtype=np.uint64)
-
-
-def find_sorted(ids: np.ndarray, order: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Row of each query in ``ids`` (or -1), by binary search through the permutation ``order``.
-
-    ``ids[order]`` is strictly increasing.  Vectorised over queries, ``ceil(log2(n + 1))``
-    gather steps, touching O(q log n) pages of the memory map instead of copying the
-    sorted ids.
-    """
-    n = ids.shape[0]
-    q = queries.shape[0]
-    lo = np.zeros(q, dtype=np.int64)
-    hi = np.full(q, n, dtype=np.int64)
-    while True:
-        active = lo < hi
-        if not active.any():
-            break
-        mid = (lo + hi) >> 1
-        v = ids[order[np.minimum(mid, n - 1)]]
-        right = active & (v < queries)
-        left = active & ~right
-        lo = np.where(right, mid + 1, lo)
-        hi = np.where(left, mid, hi)
-    if n == 0:
-        return np.full(q, -1, dtype=np.int64)
-    rows = order[np.minimum(lo, n - 1)].astype(np.int64)
-    found = (lo < n) & (ids[rows] == queries)
-    return np.where(found, rows, -1)
+__all__ = ["Rows", "ScrollPage", "SegmentView", "Snapshot", "as_id_array", "find_sorted"]
 
 
 class SegmentView:
@@ -108,9 +65,12 @@ class SegmentView:
     def extra(self, name: str) -> np.ndarray:
         return self.segment.extra(name)
 
-    def metadata_table(self) -> pa.Table:
-        """User metadata (pa.Table with the version's declared schema), read lazily and zero-copy."""
-        return self.segment.metadata_table(self.layout.metadata_schema)
+    def metadata_table(self, columns: list[str] | None = None) -> pa.Table:
+        """User metadata (pa.Table with the version's declared schema), read lazily and zero-copy.
+
+        ``columns`` selects the columns (all by default); columns the segment does not hold are null.
+        """
+        return self.segment.metadata_table(self.layout.metadata_schema, columns)
 
     @functools.cached_property
     def dead_rows(self) -> np.ndarray:
@@ -194,15 +154,99 @@ class Snapshot:
         return self.num_rows
 
     def filter_masks(self, filter_expr: Mapping[str, Any] | None) -> list[np.ndarray]:
-        """Per-segment bool masks of live rows matching ``filter_expr`` (None / {} = all live rows)."""
+        """Per-segment bool masks of live rows matching ``filter_expr`` (None / {} = all live rows).
+
+        Reads only the metadata columns the filter names (and the ids if it tests ``id``).
+        """
         compiled = compile_filter(filter_expr, self.metadata_schema)
-        out = []
-        for seg in self.segments:
-            if compiled.is_trivial:
-                out.append(seg.live.copy())
-            else:
-                out.append(compiled.evaluate(seg.metadata_table()) & seg.live)
-        return out
+        return [self._mask(seg, compiled) for seg in self.segments]
+
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        """Exact number of live rows matching ``filter`` (all live rows for ``None``; then no data is read)."""
+        compiled = compile_filter(filter, self.metadata_schema)
+        if compiled.is_trivial:
+            return self.num_rows
+        return sum(int(self._mask(seg, compiled).sum()) for seg in self.segments)
+
+    def scroll(self, filter: Mapping[str, Any] | None = None, after: int | None = None,
+               limit: int = 1000, columns: Sequence[str] | None = None) -> ScrollPage:
+        """One page of live rows matching ``filter``, in ascending id order, after the id ``after``.
+
+        Returns a :class:`ScrollPage`: ``ids`` (uint64), ``metadata`` (the ``columns``, all by
+        default, ``[]`` for none) and ``next_after``, the cursor for the next page (``None`` when
+        this page is the last).  Memory is O(limit × segments); see :mod:`vqsearch.storage.scroll`.
+        Raises ``InvalidInput`` for a bad filter, cursor, limit (1 to 100,000) or column name.
+        """
+        compiled = compile_filter(filter, self.metadata_schema)
+        return scroll_page(self, compiled, as_cursor(after), check_limit(limit), self._columns(columns))
+
+    def metadata(self, ids: object, columns: Sequence[str] | None = None, *,
+                 missing: Literal["raise", "null"] = "raise") -> pa.Table:
+        """Metadata of ``ids`` in request order, reading only the requested ``columns`` (all by default).
+
+        ``missing="raise"``: ids that are not live raise ``UnknownIds`` listing them.
+        ``missing="null"``: their rows are null, and negative ids (such as the -1 that pads
+        search results) are accepted as "no row".  ``columns=[]`` gives a table with one row
+        per id and no column.  Unknown column names raise ``InvalidInput`` listing the columns.
+        """
+        if missing not in ("raise", "null"):
+            raise InvalidInput(f"missing must be 'raise' or 'null', got {missing!r}")
+        names = self._columns(columns)
+        q, present = as_padded_ids(ids) if missing == "null" else (as_id_array(ids), None)
+        seg_idx, rows = self.locate(q)
+        if present is not None:
+            seg_idx[~present] = -1
+        found = seg_idx >= 0
+        if missing == "raise" and not found.all():
+            bad = q[~found]
+            raise UnknownIds(f"{bad.size} id(s) not found: {preview(bad)}")
+        if not names:
+            return _no_columns(q.shape[0])
+        table = self.metadata_at(seg_idx[found], rows[found], names)
+        if not found.all():
+            pos = np.cumsum(found) - 1
+            table = table.take(pa.array(pos, mask=~found))
+        return table
+
+    def metadata_at(self, seg_idx: np.ndarray, rows: np.ndarray, columns: Sequence[str] | None = None) -> pa.Table:
+        """Metadata of rows given by (segment index, row) positions, in that order (``columns``: all)."""
+        k = int(seg_idx.shape[0])
+        names = self._columns(columns)
+        if not names:
+            return _no_columns(k)
+        parts, positions = [], []
+        for i in np.unique(seg_idx):
+            pos = np.flatnonzero(seg_idx == i)
+            parts.append(self.segments[int(i)].metadata_table(names).take(pa.array(rows[pos])))
+            positions.append(pos)
+        if not parts:
+            schema = self.metadata_schema
+            return pa.schema([schema.field(n) for n in names]).empty_table()
+        table = pa.concat_tables(parts)
+        if len(parts) > 1 or not np.array_equal(positions[0], np.arange(k)):
+            inverse = np.empty(k, dtype=np.int64)
+            inverse[np.concatenate(positions)] = np.arange(k)
+            table = table.take(pa.array(inverse))
+        return table.combine_chunks()
+
+    def _columns(self, columns: Sequence[str] | None) -> list[str]:
+        """Validated metadata column names (``None`` = all)."""
+        names = [] if self.metadata_schema is None else list(self.metadata_schema.names)
+        if columns is None:
+            return names
+        if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+            raise InvalidInput(f"columns must be a list of metadata column names, got {columns!r}")
+        unknown = [c for c in columns if c not in names]
+        if unknown:
+            raise InvalidInput(f"unknown metadata column(s) {unknown}; this index has {names}")
+        return list(columns)
+
+    def _mask(self, seg: SegmentView, compiled: CompiledFilter) -> np.ndarray:
+        if compiled.is_trivial:
+            return seg.live.copy()
+        table = seg.metadata_table(sorted(compiled.fields))
+        ids = seg.ids if compiled.needs_ids else None
+        return compiled.evaluate(table, ids) & seg.live
 
     def locate(self, ids: object) -> tuple[np.ndarray, np.ndarray]:
         """(segment index, row) of each id's live row; -1 in both for ids not present."""
@@ -232,14 +276,12 @@ class Snapshot:
         seg_idx, rows = self.locate(q)
         missing = q[seg_idx < 0]
         if missing.size:
-            raise UnknownIds(f"{missing.size} id(s) not found: {_preview(missing)}")
+            raise UnknownIds(f"{missing.size} id(s) not found: {preview(missing)}")
         layout = self.layout
         k = q.shape[0]
         columns = {name: np.empty((k, size), dtype=np.uint8) for name, size in layout.code_columns.items()}
         vectors = None if layout.vector_dtype is None else np.empty((k, layout.dim), dtype=layout.vector_dtype)
         extra = {name: np.empty(k, dtype=dt) for name, dt in (layout.extra_columns or {}).items()}
-        meta_parts: list[pa.Table] = []
-        meta_pos: list[np.ndarray] = []
         for i in np.unique(seg_idx):
             seg = self.segments[int(i)]
             pos = np.flatnonzero(seg_idx == i)
@@ -250,21 +292,10 @@ class Snapshot:
                 vectors[pos] = seg.vectors[r]
             for name in extra:
                 extra[name][pos] = seg.extra(name)[r]
-            if layout.metadata_schema is not None:
-                meta_parts.append(seg.metadata_table().take(pa.array(r)))
-                meta_pos.append(pos)
-        metadata = None
-        if layout.metadata_schema is not None:
-            if meta_parts:
-                table = pa.concat_tables(meta_parts)
-                inverse = np.empty(k, dtype=np.int64)
-                inverse[np.concatenate(meta_pos)] = np.arange(k)
-                metadata = table.take(pa.array(inverse)).combine_chunks()
-            else:
-                metadata = layout.metadata_schema.empty_table()
+        metadata = None if layout.metadata_schema is None else self.metadata_at(seg_idx, rows)
         return Rows(ids=q, columns=columns, vectors=vectors, extra=extra, metadata=metadata)
 
 
-def _preview(ids: np.ndarray, limit: int = 10) -> str:
-    shown = ", ".join(str(int(i)) for i in ids[:limit])
-    return f"[{shown}{', ...' if ids.size > limit else ''}]"
+def _no_columns(n: int) -> pa.Table:
+    """A table of ``n`` rows and no column (what ``columns=[]`` asks for)."""
+    return pa.table({"_": pa.nulls(n)}).select([])

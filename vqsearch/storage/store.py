@@ -8,14 +8,12 @@ Layout::
     <root>/deletions/<uuid>.arrow   cumulative per-segment deletion files (see deletions.py)
     <root>/quantizers/<sha256>.bin  opaque blobs (quantiser states), shared across versions
 
-Durability guarantee: every ``write``/``delete``/``compact`` is one atomic commit.
-New files are written and fsync'd, their directories fsync'd, then the manifest is
-written to a temp file, fsync'd, renamed to ``_manifests/%08d.json`` and the
-directory fsync'd.  When the call returns the change is durable (it survives a
-killed process and, on a filesystem that honours fsync, power loss).  If the
-process dies earlier, the previous version stays current and the partial files
-are removed by the next writer's garbage collection.  There is no WAL and no
-buffering: each acknowledged call is its own small segment, and size-tiered
+Durability guarantee: every ``write``/``delete``/``update_metadata``/``compact`` is one
+atomic commit (the protocol is in :mod:`vqsearch.storage.commit`).  When the call
+returns the change is durable (it survives a killed process and, on a filesystem
+that honours fsync, power loss).  If the process dies earlier, the previous version
+stays current and the partial files are removed by the next writer.  There is no WAL
+and no buffering: each acknowledged call is its own small segment, and size-tiered
 automatic compaction keeps the segment count bounded.  Batch small writes for
 throughput (each commit costs a few fsyncs).
 
@@ -27,76 +25,43 @@ and :meth:`Store.verify`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import threading
 import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._validation import as_code_matrix
-from ..errors import (
-    AlreadyExists,
-    Conflict,
-    CorruptData,
-    DimensionMismatch,
-    InvalidInput,
-    NonFiniteInput,
-    NotFound,
-    UnknownIds,
-)
+from ..errors import AlreadyExists, Conflict, CorruptData, InvalidInput, NotFound, UnknownIds
 from . import compaction
-from ._fsutil import TMP_PREFIX, atomic_write, fsync_dir
-from .config import Layout, StoreConfig, StorePolicy, check_name
-from .deletions import DeletionVector, write_deletion
+from ._fsutil import fsync_dir
+from .batch import check_codecs, check_config, metadata_update_batch, validate_batch
+from .blobs import OnCorrupt, SkippedFile, check_blobs, read_blobs, write_blobs
+from .commit import Writer
+from .config import Layout, StoreConfig, StorePolicy
+from .deletions import DeletionVector
+from .ids import as_id_array, preview, unique_ids
 from .lock import WriterLock
-from .manifest import (
-    BLOB_DIR,
-    DELETION_DIR,
-    MANIFEST_DIR,
-    SEGMENT_DIR,
-    BlobEntry,
-    Manifest,
-    SegmentEntry,
-    list_versions,
-    manifest_path,
-    read_manifest,
-    write_manifest,
-)
-from .schema import as_extra_columns, as_metadata_table, conform_metadata
-from .segment import Segment, take_rows, write_segment
-from .snapshot import SegmentView, Snapshot, _preview, as_id_array
+from .manifest import MANIFEST_DIR, Manifest, list_versions, read_manifest, write_manifest
+from .opening import SUBDIRS, Vanished, load_version, remove_temp_files
+from .segment import Segment
+from .snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-OnCorrupt = Literal["raise", "skip"]
-_SUBDIRS = (MANIFEST_DIR, SEGMENT_DIR, DELETION_DIR, BLOB_DIR)
 _OPEN_RETRIES = 20
 
 
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file left out by ``on_corrupt="skip"`` (or reported by :meth:`Store.verify`)."""
-
-    file: str
-    reason: str
-
-
 class VersionInfo(NamedTuple):
+    """One retained version: its number, commit time (seconds since the epoch) and live rows."""
+
     version: int
     timestamp: float
     rows: int
-
-
-class _Vanished(Exception):
-    """A file of the version being opened disappeared (GC by a concurrent writer)."""
 
 
 class Store:
@@ -109,16 +74,14 @@ class Store:
     def __init__(self, root: Path, snap: Snapshot, *, lock: WriterLock | None, skipped: list[SkippedFile],
                  policy: StorePolicy, next_version: int, segment_cache: dict[str, Segment]) -> None:
         self._root = root
-        self._snap = snap
         self._lock = lock
         self._finalizer = weakref.finalize(self, lock.release) if lock is not None else None
         self._skipped = list(skipped)
         self._policy = policy
-        self._next_version = next_version
-        self._segments = segment_cache
-        self._deletions: dict[str, DeletionVector] = {
-            v.deletion.entry.file: v.deletion for v in snap.segments if v.deletion is not None}
-        self._manifests: dict[int, Manifest] = {snap.version: snap.manifest}
+        self._writer = None if lock is None else Writer(root, snap, policy=policy, next_version=next_version,
+                                                        segments=segment_cache)
+        self._read_snap = snap
+        self._read_cache = segment_cache
         self._mutex = threading.RLock()
         self._closed = False
 
@@ -134,22 +97,22 @@ class Store:
         layout = cfg.layout()
         if not isinstance(cfg.policy, StorePolicy):
             raise InvalidInput("cfg.policy must be a StorePolicy")
-        config = _check_config(cfg.config)
-        blobs = _check_blobs(cfg.blobs)
-        codecs = _check_codecs(cfg.codecs)
+        config = check_config(cfg.config)
+        blobs = check_blobs(cfg.blobs)
+        codecs = check_codecs(cfg.codecs)
         root = Path(path)
         if list_versions(root):
             raise AlreadyExists(f"an index already exists at {root}")
         if root.exists() and not root.is_dir():
             raise AlreadyExists(f"{root} exists and is not a directory")
         root.mkdir(parents=True, exist_ok=True)
-        for sub in _SUBDIRS:
+        for sub in SUBDIRS:
             (root / sub).mkdir(exist_ok=True)
         lock = WriterLock(root).acquire()
         try:
             if list_versions(root):  # lost a race with another creator
                 raise AlreadyExists(f"an index already exists at {root}")
-            entries = _write_blobs(root, blobs)
+            entries = write_blobs(root, blobs)
             fsync_dir(root)
             m = Manifest(version=1, timestamp=time.time(), operation="create", layout=layout, policy=cfg.policy,
                          config=config, blobs=entries, codecs=codecs, segments=())
@@ -199,14 +162,8 @@ class Store:
         lock = None if read_only else WriterLock(root).acquire()
         try:
             if lock is not None:
-                _remove_temp_files(root)
-            for attempt in range(_OPEN_RETRIES):
-                try:
-                    snap, skipped, cache = _load(root, version, on_corrupt, racing=lock is None and version is None)
-                    break
-                except _Vanished:
-                    if attempt == _OPEN_RETRIES - 1:
-                        raise CorruptData(f"files of {root} kept disappearing while opening it") from None
+                remove_temp_files(root)
+            snap, skipped, cache = _load(root, version, on_corrupt, racing=lock is None and version is None)
             versions = list_versions(root)
         except BaseException:
             if lock is not None:
@@ -233,7 +190,7 @@ class Store:
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "writer"
-        return f"Store({str(self._root)!r}, version={self.version}, rows={self._snap.num_rows}, {mode})"
+        return f"Store({str(self._root)!r}, version={self.version}, rows={self.snapshot().num_rows}, {mode})"
 
     # ================================================================ properties
     @property
@@ -247,21 +204,21 @@ class Store:
     @property
     def version(self) -> int:
         """The version this store object currently sees (latest for a writer)."""
-        return self._snap.version
+        return self.snapshot().version
 
     @property
     def config(self) -> dict[str, Any]:
         """The opaque index config stored in the manifest."""
-        return dict(self._snap.config)
+        return dict(self.snapshot().config)
 
     @property
     def blobs(self) -> dict[str, bytes]:
         """The opaque blobs (quantiser states) of this version."""
-        return self._snap.blobs
+        return self.snapshot().blobs
 
     @property
     def layout(self) -> Layout:
-        return self._snap.layout
+        return self.snapshot().layout
 
     @property
     def policy(self) -> StorePolicy:
@@ -273,11 +230,11 @@ class Store:
         return list(self._skipped)
 
     def __len__(self) -> int:
-        return self._snap.num_rows
+        return self.snapshot().num_rows
 
     def snapshot(self) -> Snapshot:
         """The current version, pinned: later writes do not change it and never wait for it."""
-        return self._snap
+        return self._read_snap if self._writer is None else self._writer.snapshot
 
     # ================================================================ writes
     def write(self, ids: object, columns: Mapping[str, object], vectors: object = None, metadata: object = None,
@@ -294,9 +251,11 @@ class Store:
         vectors
             (n, dim) floats (stored as float16) if the layout keeps vectors, else None.
         metadata
-            pyarrow Table/RecordBatch, dict of columns or pandas DataFrame with n rows;
-            its schema is declared by the first write carrying metadata.  ``None`` stores
-            nulls.
+            pyarrow Table/RecordBatch, dict of columns or pandas DataFrame with n rows.
+            Any subset of the declared columns (the others are null for these rows) plus
+            new columns, which this commit appends to the schema (rows written earlier read
+            them as null).  A declared column keeps its type (see :mod:`.schema`).  ``None``
+            stores nulls.
         extra
             Small per-row numeric columns (name -> (n,) array); declared by the first write.
         upsert
@@ -311,41 +270,25 @@ class Store:
         An empty batch without config/blobs changes is a no-op.
         """
         with self._mutex:
-            self._check_writable()
-            snap = self._snap
-            layout = snap.layout
-            batch = _validate_batch(layout, ids, columns, vectors, metadata, extra)
-            new_config = None if config is None else _check_config(config)
-            new_blobs = None if blobs is None else _check_blobs(blobs)
-            n = batch.ids.shape[0]
+            writer = self._writable()
+            snap = writer.snapshot
+            batch = validate_batch(snap.layout, ids, columns, vectors, metadata, extra)
+            new_config = None if config is None else check_config(config)
+            new_blobs = None if blobs is None else check_blobs(blobs)
+            n = batch.num_rows
             if n == 0 and new_config is None and new_blobs is None:
                 return snap.version
-            seg_idx, rows = snap.locate(batch.ids) if n else (np.empty(0, np.int64), np.empty(0, np.int64))
+            seg_idx, rows = snap.locate(batch.ids)
             if not upsert and (seg_idx >= 0).any():
                 dup = batch.ids[seg_idx >= 0]
-                raise Conflict(f"{dup.size} id(s) already exist (use upsert to replace them): {_preview(dup)}")
-            created: list[Path] = []
-            try:
-                segments = list(snap.manifest.segments)
-                new_segs: list[Segment] = []
-                new_dvs = self._mark_dead(snap, seg_idx, rows, batch.ids, segments, created)
-                if n:
-                    new_segs = self._write_rows(batch, created)
-                    segments.extend(s.entry for s in new_segs)
-                changes: dict[str, Any] = {"layout": batch.layout, "segments": tuple(segments)}
-                blob_bytes = None
-                if new_config is not None:
-                    changes["config"] = new_config
-                if new_blobs is not None:
-                    changes["blobs"] = _write_blobs(self._root, new_blobs)
-                    blob_bytes = new_blobs
-                op = "upsert" if upsert else "write"
-                self._commit(op, changes, new_segs, new_dvs, blob_bytes)
-            except BaseException:
-                _unlink_all(created)
-                raise
-            self._auto_compact()
-            return self._snap.version
+                raise Conflict(f"{dup.size} id(s) already exist (use upsert to replace them): {preview(dup)}")
+            with writer.transaction("upsert" if upsert else "write") as tx:
+                tx.delete_rows(seg_idx, rows)
+                tx.add_rows(batch)
+                tx.set(layout=batch.layout, config=new_config, blobs=new_blobs)
+                tx.commit()
+            writer.compact(full=False)
+            return writer.snapshot.version
 
     def delete(self, ids: object) -> int:
         """Delete rows by id (tombstones); durable on return.
@@ -354,40 +297,67 @@ class Store:
         Returns the current version after the call.
         """
         with self._mutex:
-            self._check_writable()
-            snap = self._snap
+            writer = self._writable()
+            snap = writer.snapshot
             q = np.unique(as_id_array(ids))
             if q.size == 0:
                 return snap.version
             seg_idx, rows = snap.locate(q)
             missing = q[seg_idx < 0]
             if missing.size:
-                raise UnknownIds(f"cannot delete {missing.size} id(s) that are not present: {_preview(missing)}")
-            created: list[Path] = []
-            try:
-                segments = list(snap.manifest.segments)
-                new_dvs = self._mark_dead(snap, seg_idx, rows, q, segments, created)
-                self._commit("delete", {"segments": tuple(segments)}, [], new_dvs, None)
-            except BaseException:
-                _unlink_all(created)
-                raise
-            self._auto_compact()
-            return self._snap.version
+                raise UnknownIds(f"cannot delete {missing.size} id(s) that are not present: {preview(missing)}")
+            with writer.transaction("delete") as tx:
+                tx.delete_rows(seg_idx, rows)
+                tx.commit()
+            writer.compact(full=False)
+            return writer.snapshot.version
+
+    def update_metadata(self, ids: object, values: object) -> int:
+        """Set metadata columns of existing rows, keeping their codes and vectors; durable on return.
+
+        Parameters
+        ----------
+        ids
+            uint64-compatible (n,) ids of live rows, unique.
+        values
+            The new values, one per id: ``{column: values}`` (a dict of columns), a pyarrow
+            Table/RecordBatch or a pandas DataFrame with n rows.  Columns not named keep their
+            values; a column the schema lacks is declared (other rows read it as null); ``None``
+            values set nulls.  Types follow the rules of :meth:`write`.
+
+        Segments are immutable, so the rows are rewritten: one new segment holds them with their
+        code and vector bytes copied, and the old rows are marked deleted, all in one commit (the
+        cost is that of writing n rows, never a re-encode; see benchmarks/RESULTS.md).  Raises
+        ``UnknownIds`` listing ids that are not present; on any error nothing is written.  Returns
+        the current version after the call; an empty ``ids`` is a no-op.
+        """
+        with self._mutex:
+            writer = self._writable()
+            snap = writer.snapshot
+            q = unique_ids(as_id_array(ids))
+            if q.size == 0:
+                return snap.version
+            batch, seg_idx, rows = metadata_update_batch(snap, q, values)
+            with writer.transaction("update_metadata") as tx:
+                tx.delete_rows(seg_idx, rows)
+                tx.add_rows(batch)
+                tx.set(layout=batch.layout)
+                tx.commit()
+            writer.compact(full=False)
+            return writer.snapshot.version
 
     def set_config(self, config: Mapping[str, Any] | None = None, blobs: Mapping[str, bytes] | None = None) -> int:
         """Replace the stored index config and/or blobs in a new version; returns it."""
         with self._mutex:
-            self._check_writable()
-            changes: dict[str, Any] = {}
-            if config is not None:
-                changes["config"] = _check_config(config)
-            new_blobs = None if blobs is None else _check_blobs(blobs)
-            if not changes and new_blobs is None:
-                return self.version
-            if new_blobs is not None:
-                changes["blobs"] = _write_blobs(self._root, new_blobs)
-            self._commit("config", changes, [], [], new_blobs)
-            return self.version
+            writer = self._writable()
+            new_config = None if config is None else check_config(config)
+            new_blobs = None if blobs is None else check_blobs(blobs)
+            if new_config is None and new_blobs is None:
+                return writer.snapshot.version
+            with writer.transaction("config") as tx:
+                tx.set(config=new_config, blobs=new_blobs)
+                tx.commit()
+            return writer.snapshot.version
 
     def set_trained(self, *, code_columns: Mapping[str, int], blobs: Mapping[str, bytes],
                     config: Mapping[str, Any] | None = None) -> int:
@@ -398,43 +368,40 @@ class Store:
         stored blobs.  Returns the new version.
         """
         with self._mutex:
-            self._check_writable()
-            snap = self._snap
+            writer = self._writable()
+            snap = writer.snapshot
             if snap.manifest.segments:
                 raise Conflict(f"code columns are frozen once segments exist ({len(snap.manifest.segments)} "
                                f"segment(s) in version {snap.version}); they are {snap.layout.code_columns}")
             layout = Layout.validated(dim=snap.layout.dim, vector_dtype=snap.layout.vector_dtype,
                                       code_columns=code_columns, extra_columns=snap.layout.extra_columns,
-                                      metadata_schema=snap.layout.metadata_schema)
-            new_blobs = _check_blobs(blobs)
-            changes: dict[str, Any] = {"layout": layout}
-            if config is not None:
-                changes["config"] = _check_config(config)
-            changes["blobs"] = _write_blobs(self._root, new_blobs)
-            self._commit("train", changes, [], [], new_blobs)
-            return self.version
+                                      metadata_schema=snap.layout.metadata_schema, cluster_by=snap.layout.cluster_by)
+            new_blobs = check_blobs(blobs)
+            new_config = None if config is None else check_config(config)
+            with writer.transaction("train") as tx:
+                tx.set(layout=layout, config=new_config, blobs=new_blobs)
+                tx.commit()
+            return writer.snapshot.version
 
     def compact(self) -> int:
         """Merge every partial segment and drop all dead rows now; returns the current version."""
         with self._mutex:
-            self._check_writable()
-            p = compaction.plan(self._snap.manifest.segments, self._policy, full=True)
-            if not p.empty:
-                self._rewrite(p)
-            return self._snap.version
+            writer = self._writable()
+            writer.compact(full=True)
+            return writer.snapshot.version
 
     def restore(self, version: int) -> int:
         """Make a retained older version current again (as a new version); returns it."""
         with self._mutex:
-            self._check_writable()
+            writer = self._writable()
             old = read_manifest(self._root, version)
             segs = [Segment(self._root, e, old.layout) for e in old.segments]
             dvs = [DeletionVector(self._root, e.deletion, e) for e in old.segments if e.deletion is not None]
-            blobs = _read_blobs(self._root, old, "raise")[0]
+            blobs = read_blobs(self._root, old, "raise")[0]
             changes = {"layout": old.layout, "config": old.config, "blobs": old.blobs, "codecs": old.codecs,
                        "segments": old.segments}
-            self._commit(f"restore:{version}", changes, segs, dvs, blobs)
-            return self._snap.version
+            writer.publish(f"restore:{version}", changes, segs, dvs, blobs)
+            return writer.snapshot.version
 
     # ================================================================ inspection
     def versions(self) -> list[VersionInfo]:
@@ -442,7 +409,7 @@ class Store:
         out = []
         for v in list_versions(self._root):
             try:
-                m = self._manifests.get(v) or read_manifest(self._root, v)
+                m = self._writer.manifest(v) if self._writer is not None else read_manifest(self._root, v)
             except (CorruptData, NotFound) as exc:
                 log.warning("version %d unreadable: %s", v, exc)
                 continue
@@ -451,7 +418,7 @@ class Store:
 
     def stats(self) -> dict[str, Any]:
         """Sizes and counts of the current version (from the manifest; no data reads)."""
-        m = self._snap.manifest
+        m = self.snapshot().manifest
         half = self._policy.target_segment_bytes / 2
         return {
             "version": m.version,
@@ -476,7 +443,7 @@ class Store:
     def verify(self) -> list[SkippedFile]:
         """Check every checksum of the current version now (O(data)); returns the problems found."""
         problems = []
-        for view in self._snap.segments:
+        for view in self.snapshot().segments:
             try:
                 view.segment.verify_all()
                 _ = view.dead_rows
@@ -487,349 +454,29 @@ class Store:
     def refresh(self) -> int:
         """Read-only stores: move to the latest committed version (writers are always current)."""
         with self._mutex:
-            if self._lock is not None:
+            if self._writer is not None:
                 return self.version
             latest = list_versions(self._root)
             if latest and latest[-1] != self.version:
-                snap, skipped, cache = _load(self._root, None, "raise", racing=True, cache=self._segments)
-                self._snap, self._segments = snap, cache
+                snap, _, cache = _load(self._root, None, "raise", racing=True, cache=self._read_cache)
+                self._read_snap, self._read_cache = snap, cache
             return self.version
 
     # ================================================================ internals
-    def _check_writable(self) -> None:
+    def _writable(self) -> Writer:
         if self._closed:
             raise Conflict(f"store {self._root} is closed")
-        if self._lock is None:
+        if self._writer is None:
             raise Conflict(f"store {self._root} was opened read-only")
-
-    def _mark_dead(self, snap: Snapshot, seg_idx: np.ndarray, rows: np.ndarray, ids: np.ndarray,
-                   segments: list[SegmentEntry], created: list[Path]) -> list[DeletionVector]:
-        """Write new cumulative deletion files for the segments holding the hit rows."""
-        out = []
-        for i in np.unique(seg_idx[seg_idx >= 0]):
-            view = snap.segments[int(i)]
-            sel = seg_idx == i
-            new_rows = rows[sel].astype(np.uint32)
-            old = view.dead_rows
-            all_rows = np.union1d(old, new_rows).astype(np.uint32)
-            all_ids = view.ids[all_rows]
-            entry = segments[int(i)]
-            d = write_deletion(self._root, all_rows, all_ids, entry)
-            created.append(self._root / d.file)
-            segments[int(i)] = replace(entry, deletion=d)
-            out.append(DeletionVector(self._root, d, segments[int(i)]))
-        return out
-
-    def _write_rows(self, batch: _Batch, created: list[Path]) -> list[Segment]:
-        layout = batch.layout
-        n = batch.ids.shape[0]
-        meta_bytes = 0 if batch.metadata is None else batch.metadata.nbytes / n
-        per = max(1, int(self._policy.target_segment_bytes // (layout.row_bytes() + meta_bytes)))
-        out = []
-        for start in range(0, n, per):
-            sl = slice(start, min(n, start + per))
-            seg = write_segment(
-                self._root, layout=layout, version=self._next_version, ids=batch.ids[sl],
-                columns={k: v[sl] for k, v in batch.columns.items()},
-                vectors=None if batch.vectors is None else batch.vectors[sl],
-                extra={k: v[sl] for k, v in batch.extra.items()},
-                metadata=None if batch.metadata is None else batch.metadata.slice(sl.start, sl.stop - sl.start),
-                codecs=self._snap.manifest.codecs, blob_hashes=self._blob_hashes())
-            created.append(seg.path)
-            out.append(seg)
-        return out
-
-    def _blob_hashes(self) -> dict[str, str]:
-        return {k: b.sha256 for k, b in self._snap.manifest.blobs.items()}
-
-    def _commit(self, operation: str, changes: dict[str, Any], new_segments: list[Segment],
-                new_deletions: list[DeletionVector], blob_bytes: Mapping[str, bytes] | None) -> None:
-        """Publish a new manifest (the commit point), then swap in the new snapshot and GC."""
-        old = self._snap
-        m = old.manifest.evolve(version=self._next_version, timestamp=time.time(), operation=operation,
-                                policy=self._policy, **changes)
-        if new_segments:
-            fsync_dir(self._root / SEGMENT_DIR)
-        if new_deletions:
-            fsync_dir(self._root / DELETION_DIR)
-        write_manifest(self._root, m)  # <- commit point
-        self._next_version = m.version + 1
-        for s in new_segments:
-            self._segments[s.file] = s
-        for d in new_deletions:
-            self._deletions[d.entry.file] = d
-        views = []
-        for e in m.segments:
-            seg = self._segments[e.file]
-            dv = None if e.deletion is None else self._deletions[e.deletion.file]
-            views.append(SegmentView(seg, dv, m.layout))
-        blobs = blob_bytes if blob_bytes is not None else old.blobs
-        self._snap = Snapshot(m, views, blobs)
-        live = {e.file for e in m.segments}
-        self._segments = {k: v for k, v in self._segments.items() if k in live}
-        live_dv = {e.deletion.file for e in m.segments if e.deletion is not None}
-        self._deletions = {k: v for k, v in self._deletions.items() if k in live_dv}
-        self._manifests[m.version] = m
-        self._gc()
-
-    def _auto_compact(self) -> None:
-        if not self._policy.auto_compact:
-            return
-        p = compaction.plan(self._snap.manifest.segments, self._policy, full=False)
-        if not p.empty:
-            self._rewrite(p)
-
-    def _rewrite(self, p: compaction.CompactionPlan) -> None:
-        snap = self._snap
-        entries = snap.manifest.segments
-        chosen = [entries[i] for i in p.rewrite]
-        views = [snap.segments[i] for i in p.rewrite]
-        created: list[Path] = []
-        try:
-            chunk = compaction.rows_per_output(chosen, self._policy, snap.layout)
-            new = compaction.merge(self._root, views, layout=snap.layout, version=self._next_version,
-                                   chunk_rows=chunk, codecs=snap.manifest.codecs, blob_hashes=self._blob_hashes())
-            created.extend(s.path for s in new)
-            gone = set(p.rewrite) | set(p.drop)
-            kept = [e for i, e in enumerate(entries) if i not in gone]
-            self._commit("compact", {"segments": tuple(kept + [s.entry for s in new])}, new, [], None)
-        except BaseException:
-            _unlink_all(created)
-            raise
-        log.info("compacted %d segment(s) (dropped %d) into %d", len(p.rewrite), len(p.drop), len(new))
-
-    def _gc(self) -> None:
-        """Drop manifests beyond retention, then every file no retained manifest references."""
-        versions = list_versions(self._root)
-        keep = set(versions[-self._policy.keep_versions:]) | {self._snap.version}
-        for v in versions:
-            if v not in keep:
-                manifest_path(self._root, v).unlink(missing_ok=True)
-                self._manifests.pop(v, None)
-        referenced: set[str] = set()
-        for v in sorted(keep):
-            m = self._manifests.get(v)
-            if m is None:
-                try:
-                    m = read_manifest(self._root, v)
-                except NotFound:
-                    continue
-                except CorruptData as exc:  # unusable by anyone; its files are not protected
-                    log.warning("ignoring corrupt manifest during GC: %s", exc)
-                    continue
-                self._manifests[v] = m
-            referenced |= m.files()
-        for sub in (SEGMENT_DIR, DELETION_DIR, BLOB_DIR):
-            try:
-                names = os.listdir(self._root / sub)
-            except FileNotFoundError:
-                continue
-            for name in names:
-                if f"{sub}/{name}" not in referenced:
-                    (self._root / sub / name).unlink(missing_ok=True)
-
-
-# ==================================================================== helpers
-@dataclass(frozen=True)
-class _Batch:
-    layout: Layout
-    ids: np.ndarray
-    columns: dict[str, np.ndarray]
-    vectors: np.ndarray | None
-    extra: dict[str, np.ndarray]
-    metadata: Any
-
-
-def _validate_batch(layout: Layout, ids: object, columns: object, vectors: object, metadata: object,
-                    extra: object) -> _Batch:
-    """Validate a write batch completely before touching the disk."""
-    q = as_id_array(ids)
-    n = q.shape[0]
-    if n > 1:
-        s = np.sort(q)
-        dup = np.unique(s[1:][s[1:] == s[:-1]])
-        if dup.size:
-            raise InvalidInput(f"duplicate ids in one batch ({dup.size}): {_preview(dup)}")
-    if not isinstance(columns, Mapping):
-        raise InvalidInput(f"columns must be a dict name -> uint8 codes, got {type(columns).__name__}")
-    if set(columns) != set(layout.code_columns):
-        raise InvalidInput(f"code columns {sorted(columns)} do not match the index's {sorted(layout.code_columns)}")
-    codes = {}
-    for name, size in layout.code_columns.items():
-        arr = as_code_matrix(columns[name], code_size=size, name=f"codes of column {name!r}")
-        if arr.shape[0] != n:
-            raise InvalidInput(f"codes of column {name!r} have {arr.shape[0]} rows, expected {n} (one per id)")
-        codes[name] = arr
-    vecs = None
-    if layout.vector_dtype is None:
-        if vectors is not None:
-            raise InvalidInput("this index does not store vectors (vector_dtype=None); pass vectors=None")
-    else:
-        if vectors is None:
-            raise InvalidInput("this index stores vectors: pass vectors (n, dim)")
-        arr = np.asarray(vectors)
-        if arr.ndim != 2 or arr.dtype.kind != "f":
-            raise InvalidInput(f"vectors must be a 2-D float array, got shape {arr.shape} dtype {arr.dtype}")
-        if arr.shape[1] != layout.dim:
-            raise DimensionMismatch(f"vectors have dimension {arr.shape[1]}, expected {layout.dim}")
-        if arr.shape[0] != n:
-            raise InvalidInput(f"vectors have {arr.shape[0]} rows, expected {n} (one per id)")
-        with np.errstate(over="ignore"):
-            vecs = np.ascontiguousarray(arr, dtype=layout.vector_dtype)
-        if vecs.size and not np.isfinite(vecs).all():
-            raise NonFiniteInput(f"vectors contain NaN or inf (or values beyond the {layout.vector_dtype} range)")
-    extras, extra_dtypes = as_extra_columns(extra, n, layout.extra_columns)
-    table = as_metadata_table(metadata, n)
-    schema = layout.metadata_schema
-    if table is not None:
-        table, schema = conform_metadata(table, schema)
-    if n:  # a non-empty write declares the extras and (if given) the metadata schema
-        layout = replace(layout, extra_columns=extra_dtypes if layout.extra_columns is None else layout.extra_columns,
-                         metadata_schema=schema)
-    if layout.cluster_by is not None and n > 1:
-        order = np.argsort(extras[layout.cluster_by], kind="stable")
-        q, codes, vecs, extras, table = take_rows(order, q, codes, vecs, extras, table)
-    return _Batch(layout=layout, ids=q, columns=codes, vectors=vecs, extra=extras, metadata=table)
-
-
-def _check_config(config: object) -> dict[str, Any]:
-    if not isinstance(config, Mapping):
-        raise InvalidInput(f"config must be a JSON object (dict), got {type(config).__name__}")
-    try:
-        return json.loads(json.dumps(dict(config), allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"config is not JSON-serialisable: {exc}") from None
-
-
-def _check_blobs(blobs: object) -> dict[str, bytes]:
-    if not isinstance(blobs, Mapping):
-        raise InvalidInput(f"blobs must be a dict name -> bytes, got {type(blobs).__name__}")
-    out = {}
-    for k, v in blobs.items():
-        check_name(k, "blob")
-        if not isinstance(v, (bytes, bytearray, memoryview)):
-            raise InvalidInput(f"blob {k!r} must be bytes, got {type(v).__name__}")
-        out[k] = bytes(v)
-    return out
-
-
-def _check_codecs(codecs: object) -> dict[str, str]:
-    if not isinstance(codecs, Mapping) or not all(isinstance(v, str) for v in codecs.values()):
-        raise InvalidInput("codecs must be a dict name -> label string")
-    return {check_name(k, "codec"): v for k, v in codecs.items()}
-
-
-def _write_blobs(root: Path, blobs: Mapping[str, bytes]) -> dict[str, BlobEntry]:
-    out = {}
-    for name, data in blobs.items():
-        sha = hashlib.sha256(data).hexdigest()
-        entry = BlobEntry(sha, len(data))
-        path = root / entry.file
-        if not (path.is_file() and path.stat().st_size == len(data)):
-            atomic_write(path, data)
-        out[name] = entry
-    return out
-
-
-def _read_blobs(root: Path, m: Manifest, on_corrupt: OnCorrupt) -> tuple[dict[str, bytes], list[SkippedFile]]:
-    out, skipped = {}, []
-    for name, entry in m.blobs.items():
-        path = root / entry.file
-        try:
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                raise CorruptData(f"blob {path} is missing") from None
-            if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
-                raise CorruptData(f"blob {path} does not match its sha256 (truncated or corrupted)")
-        except CorruptData as exc:
-            if on_corrupt == "raise":
-                raise
-            skipped.append(SkippedFile(entry.file, str(exc)))
-            continue
-        out[name] = data
-    return out, skipped
+        return self._writer
 
 
 def _load(root: Path, version: int | None, on_corrupt: OnCorrupt, *, racing: bool,
           cache: dict[str, Segment] | None = None) -> tuple[Snapshot, list[SkippedFile], dict[str, Segment]]:
-    """Read a manifest and open (memory-map) its files; see ``Store.open`` for ``on_corrupt``."""
-    skipped: list[SkippedFile] = []
-    versions = list_versions(root)
-    if not versions:
-        raise NotFound(f"no index at {root} (no manifest)")
-    if version is not None:
-        if version not in versions:
-            raise NotFound(f"version {version} of {root} is not retained (retained: {versions})")
-        m = read_manifest(root, version)
-    else:
-        m = None
-        for v in reversed(versions):
-            try:
-                m = read_manifest(root, v)
-                break
-            except NotFound:
-                if racing:  # removed by a concurrent writer's GC: list again
-                    raise _Vanished() from None
-                continue
-            except CorruptData as exc:
-                if on_corrupt == "raise":
-                    raise
-                skipped.append(SkippedFile(f"{MANIFEST_DIR}/{manifest_path(root, v).name}", str(exc)))
-        if m is None:
-            raise CorruptData(f"no readable manifest in {root / MANIFEST_DIR}")
-    try:
-        blobs, bad = _read_blobs(root, m, on_corrupt)
-    except CorruptData:
-        if racing and _manifest_superseded(root, m.version):
-            raise _Vanished() from None
-        raise
-    skipped += bad
-    cache = dict(cache or {})
-    views, kept, new_cache = [], [], {}
-    for e in m.segments:
+    """:func:`load_version`, retried while a concurrent writer's GC removes the files being opened."""
+    for _ in range(_OPEN_RETRIES):
         try:
-            seg = cache.get(e.file)
-            if seg is None or seg.entry != e or seg.layout.code_columns != m.layout.code_columns:
-                seg = Segment(root, e, m.layout)
-            dv = None if e.deletion is None else DeletionVector(root, e.deletion, e)
-            if on_corrupt == "skip":
-                seg.verify_all()
-                if dv is not None:
-                    _ = dv.rows
-        except CorruptData as exc:
-            if racing and _manifest_superseded(root, m.version):
-                raise _Vanished() from None
-            if on_corrupt == "raise":
-                raise
-            skipped.append(SkippedFile(e.file, str(exc)))
+            return load_version(root, version, on_corrupt, racing=racing, cache=cache)
+        except Vanished:
             continue
-        new_cache[e.file] = seg
-        kept.append(e)
-        views.append(SegmentView(seg, dv, m.layout))
-    if len(kept) != len(m.segments):
-        m = m.evolve(segments=tuple(kept))
-    return Snapshot(m, views, blobs), skipped, new_cache
-
-
-def _manifest_superseded(root: Path, version: int) -> bool:
-    versions = list_versions(root)
-    return not versions or versions[-1] != version
-
-
-def _remove_temp_files(root: Path) -> None:
-    """Remove temp files left by a crashed writer (only called with the writer lock held)."""
-    for sub in _SUBDIRS:
-        d = root / sub
-        if d.is_dir():
-            for name in os.listdir(d):
-                if name.startswith(TMP_PREFIX):
-                    (d / name).unlink(missing_ok=True)
-
-
-def _unlink_all(paths: list[Path]) -> None:
-    for p in paths:
-        try:
-            p.unlink(missing_ok=True)
-        except OSError:  # best effort: GC removes leftovers at the next commit
-            log.warning("could not remove %s", p)
+    raise CorruptData(f"files of {root} kept disappearing while opening it")

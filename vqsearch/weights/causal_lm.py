@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import numpy as np
 
 from ..errors import InvalidInput, MissingDependency, NotFound
 from .calibration import CalibrationStats, fingerprint
+from .manifest import FILES_DIR
 
 log = logging.getLogger(__name__)
 _HINT = 'install the models extra: pip install "vqsearch[models]"'
@@ -180,36 +183,33 @@ def collect_any(folder: str | os.PathLike, texts: Sequence[str], **options: Any)
 def load_transformers(path: str | os.PathLike, *, config: str | os.PathLike | None = None, dtype: str = "float32"):
     """A compressed causal LM (or any ``AutoModel`` layout) as a ready ``transformers`` model.
 
-    The architecture comes from ``config.json`` in ``path`` (copied there by ``compress``), else from
-    ``config`` (a folder or file), else from the folder of the source the model was compressed from.
+    ``path`` is a compressed model directory or URL (:func:`vqsearch.weights.load`).  The architecture
+    comes from ``config`` (a folder or file) if given, else from the ``config.json`` that ``compress``
+    copied into the model (``files/``), else from the folder of the source a version-1 manifest names.
     Tensors are decoded once (:func:`vqsearch.weights.load`) into the model; tied weights are re-tied.
     """
     torch, transformers = _imports()
-    from .api import load
+    from .archive import load
 
     archive = load(path)
-    candidates = [Path(config) if config is not None else None, archive.root,
-                  Path(archive.manifest.get("source", {}).get("path", "")).parent]
-    cfg_dir = None
-    for c in candidates:
-        if c is None:
-            continue
-        f = c if c.name == "config.json" else c / "config.json"
-        if f.exists():
-            cfg_dir = f.parent
-            break
-    if cfg_dir is None:
-        raise NotFound(f"no config.json for {path}: pass config= (the original model folder)")
-    cfg = transformers.AutoConfig.from_pretrained(str(cfg_dir))
-    arch = (cfg.architectures or [""])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    if cls is None:
-        cls = transformers.AutoModelForCausalLM if model_kind(cfg_dir) == "causal-lm" else transformers.AutoModel
-        model = cls.from_config(cfg)
-    else:
-        model = cls(cfg)
+    try:
+        with tempfile.TemporaryDirectory(prefix="vqsearch-lm-") as tmp:
+            cfg_dir = _config_folder(archive, config, Path(tmp))
+            if cfg_dir is None:
+                raise NotFound(f"no config.json for {path}: pass config= (the original model folder)")
+            cfg = transformers.AutoConfig.from_pretrained(str(cfg_dir))
+            kind = model_kind(cfg_dir)
+        arch = (cfg.architectures or [""])[0]
+        cls = getattr(transformers, arch, None) if arch else None
+        if cls is None:
+            cls = transformers.AutoModelForCausalLM if kind == "causal-lm" else transformers.AutoModel
+            model = cls.from_config(cfg)
+        else:
+            model = cls(cfg)
+        state = {k: torch.from_numpy(np.array(archive[k])) for k in archive}
+    finally:
+        archive.close()
     torch_dtype = getattr(torch, dtype)
-    state = {k: torch.from_numpy(np.array(archive[k])) for k in archive}
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if k.endswith(("lm_head.weight", "embed_out.weight"))}
     if set(missing) - tied:
@@ -218,8 +218,25 @@ def load_transformers(path: str | os.PathLike, *, config: str | os.PathLike | No
         log.warning("load_transformers: %d stored tensors are not used by %s", len(unexpected), arch)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
-    archive.close()
     return model.to(torch_dtype).eval()
+
+
+def _config_folder(archive: Any, config: str | os.PathLike | None, tmp: Path) -> Path | None:
+    """A folder holding the model's ``config.json``: ``config`` (a folder or the file itself), else the copy
+    ``compress`` stored with the model (``files/config.json``, copied into ``tmp``: a remote archive keeps
+    its files under content hashes), else the folder of the source a version-1 manifest names."""
+    if config is not None:
+        f = Path(config)
+        f = f if f.name == "config.json" else f / "config.json"
+        return f.parent if f.exists() else None
+    stored = f"{FILES_DIR}/config.json"
+    if any(e.get("path") == stored for e in archive.files):
+        shutil.copyfile(archive.file_path(stored), tmp / "config.json")
+        return tmp
+    legacy = archive.manifest.get("source", {}).get("path")
+    if legacy and (Path(legacy).parent / "config.json").exists():
+        return Path(legacy).parent
+    return None
 
 
 # ----------------------------------------------------------------------------- fine-tuning adapters
@@ -233,9 +250,9 @@ class SentenceAdapter:
         self._tokenizer_model = None
 
     def load(self):
-        from .calibration import _import_models
+        from .calibration import import_models
 
-        _, SentenceTransformer = _import_models()
+        _, SentenceTransformer = import_models()
         model = SentenceTransformer(str(self.folder), device="cpu")
         model.max_seq_length = self.max_len
         self._tokenizer_model = model

@@ -56,7 +56,8 @@ import numpy as np
 
 from ..errors import Conflict, CorruptData, InvalidInput, InvalidSpec
 from .finetune_codes import StoredQuantised, float_record, write_archive
-from .shards import JOURNAL, MANIFEST, SHARD_DIR, read_manifest
+from .manifest import FILES_DIR, MANIFEST, read_manifest
+from .shards import JOURNAL, SHARD_DIR
 
 log = logging.getLogger(__name__)
 WORK_DIR = "_finetune"
@@ -112,8 +113,10 @@ class FinetuneOptions:
 def compress_finetuned(src: Any, dst: Any, texts: Sequence[str], options: FinetuneOptions,
                        compress_kwargs: dict[str, Any], *, overwrite: bool, progress: bool):
     """``compress`` + fine-tuning (see the module docstring); returns the :class:`ModelInfo` of ``dst``."""
-    from . import api
-    from .reader import SafetensorsSource
+    from .archive import DEFAULT_SHARD_SIZE, load
+    from .compression import compress
+    from .info import info
+    from .safetensors_io import SafetensorsSource
 
     options.validate()
     texts = _check_texts(texts)
@@ -127,15 +130,17 @@ def compress_finetuned(src: Any, dst: Any, texts: Sequence[str], options: Finetu
             old = read_manifest(root)
         except CorruptData:
             old = None
-        if old is not None and (old.get("config") or {}).get("finetune") == ft_config and not overwrite \
-                and (old.get("config") or {}).get("source") == str(source.path.resolve()):
+        old_job = (old or {}).get("config") or {}
+        if old_job.get("finetune") == ft_config and not overwrite \
+                and old_job.get("source_files") == source.file_digests():
             log.info("%s already holds this fine-tuned model; nothing to do", root)
-            return api.info(root)
+            return info(root)
         if not overwrite:
             raise Conflict(f"{root} holds a different compressed model; pass overwrite=True or another directory")
         _wipe_final(root)
         shutil.rmtree(work, ignore_errors=True)
-    elif root.exists() and any(p.name not in (WORK_DIR, SHARD_DIR, MANIFEST + ".tmp") for p in root.iterdir()):
+    elif root.exists() and any(p.name not in (WORK_DIR, SHARD_DIR, FILES_DIR, MANIFEST + ".tmp")
+                               for p in root.iterdir()):
         raise Conflict(f"{root} is not empty and is not a compressed model directory")
     root.mkdir(parents=True, exist_ok=True)
     work.mkdir(exist_ok=True)
@@ -147,9 +152,9 @@ def compress_finetuned(src: Any, dst: Any, texts: Sequence[str], options: Finetu
         work.mkdir()
     marker.write_text(json.dumps(ft_config, sort_keys=True))
     t0 = time.perf_counter()
-    rounded = api.compress(src, work / "rounded", overwrite=overwrite, progress=progress, **compress_kwargs)
+    rounded = compress(src, work / "rounded", overwrite=overwrite, progress=progress, **compress_kwargs)
     t_round = time.perf_counter() - t0
-    archive = api.load(work / "rounded")
+    archive = load(work / "rounded")
     tuner = Tuner(source.folder, archive, texts, options, work / CHECKPOINT, progress=progress)
     report = tuner.run()
     report["rounding_seconds"] = t_round
@@ -160,9 +165,11 @@ def compress_finetuned(src: Any, dst: Any, texts: Sequence[str], options: Finetu
     manifest["seconds"] = float(rounded.seconds or 0.0) + report["seconds"]
     archive.close()
     _wipe_final(root)
-    write_archive(root, records, manifest, int(compress_kwargs.get("shard_size", api.DEFAULT_SHARD_SIZE)))
+    if (work / "rounded" / FILES_DIR).is_dir():  # the copied model files, listed under "files" in the manifest
+        os.replace(work / "rounded" / FILES_DIR, root / FILES_DIR)
+    write_archive(root, records, manifest, int(compress_kwargs.get("shard_size", DEFAULT_SHARD_SIZE)))
     shutil.rmtree(work, ignore_errors=True)
-    return api.info(root)
+    return info(root)
 
 
 def _check_texts(texts: Any) -> list[str]:
@@ -180,6 +187,7 @@ def _wipe_final(root: Path) -> None:
     for name in (MANIFEST, MANIFEST + ".tmp", JOURNAL):
         (root / name).unlink(missing_ok=True)
     shutil.rmtree(root / SHARD_DIR, ignore_errors=True)
+    shutil.rmtree(root / FILES_DIR, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- the tuner
@@ -488,7 +496,7 @@ class Tuner:
 
         for name in self.archive:
             entry = self.archive.entry(name)
-            info = {k: entry[k] for k in ("sqnr_db", "stats", "ldlq", "seconds") if k in entry}
+            info = {k: entry[k] for k in ("sqnr_db", "stats", "rounding", "seconds") if k in entry}
             meta, arrays = self.archive.record(name)
             if name in self.quant:
                 qp = self.quant[name]
@@ -502,7 +510,7 @@ class Tuner:
                 arrays = {k: np.array(v) for k, v in arrays.items()}
             info["finetuned"] = name in self.quant or name in self.floats
             if source is not None and meta["format"] != "raw" and info["finetuned"]:
-                from .formats import decode_tensor
+                from .codec import decode_tensor
 
                 w = source.get(name)
                 info["sqnr_db"] = _json_float(sqnr_db(w, decode_tensor(arrays, meta)))

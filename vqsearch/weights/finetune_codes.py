@@ -1,7 +1,7 @@
 """The stored-format side of fine-tuning: decode a compressed tensor into its tunable parts and back.
 
 This module is the one adapter between fine-tuning and the weight-format layout of
-:mod:`.formats` (the module docstring there defines it): a quantised tensor is
+:mod:`.codec` (the module docstring there defines it): a quantised tensor is
 
     W = RHT⁻¹( (U ⊙ S)[:m, :nw] )  reshaped to the tensor's shape,  outliers overwritten,
 
@@ -27,22 +27,17 @@ import numpy as np
 
 from .. import quantizers
 from ..errors import CorruptData, InvalidInput
-from .formats import (
-    WeightFormat,
-    decode_tensor,
-    pack_trits_rows,
-    pack_uint_rows,
-    parse_format,
-    unpack_trits_rows,
-    unpack_uint_rows,
-)
-from .shards import MANIFEST_VERSION, ShardWriter, encode_record, write_manifest
+from .codec import decode_tensor
+from .formats import WeightFormat, parse_format
+from .manifest import MANIFEST_VERSION, write_manifest
+from .packing import pack_trits_rows, pack_uint_rows, unpack_trits_rows, unpack_uint_rows
+from .shards import ShardWriter, encode_record
 
 _F16_MAX = float(np.finfo(np.float16).max)
 
 
 def to_tiles(u: np.ndarray, r: int, c: int) -> np.ndarray:
-    """(m, n) → (n/c · m/r, r·c), column-block-major (the code order of :mod:`.formats`)."""
+    """(m, n) → (n/c · m/r, r·c), column-block-major (the code order of :mod:`.codec`)."""
     m, n = u.shape
     return np.ascontiguousarray(u.reshape(m // r, r, n // c, c).transpose(2, 0, 1, 3).reshape(-1, r * c))
 
@@ -189,7 +184,7 @@ class StoredQuantised:
         return arrays, dict(self.meta)
 
     def decoded(self) -> np.ndarray:
-        """The tensor as :func:`~vqsearch.weights.formats.decode_tensor` reads it back (float32)."""
+        """The tensor as :func:`~vqsearch.weights.codec.decode_tensor` reads it back (float32)."""
         arrays, meta = self.record()
         return decode_tensor(arrays, meta)
 
@@ -214,7 +209,7 @@ def write_archive(root: Path, records: Iterable[tuple[str, dict[str, np.ndarray]
     """Write ``(name, arrays, meta, info)`` records into ``root/shards`` and the manifest last.
 
     ``manifest`` supplies every top-level key except ``tensors``, ``shards`` and ``totals``,
-    which are computed here (bits counted from the stored arrays, as :mod:`.formats` does).
+    which are computed here (bits counted from the stored arrays, as :mod:`.codec` does).
     """
     t0 = time.perf_counter()
     writer = ShardWriter(root, shard_size)

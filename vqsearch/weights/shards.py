@@ -1,10 +1,11 @@
-"""Arrow shards of compressed tensors, the manifest, and the resume journal.
+"""Arrow shards of compressed tensors (records, writer, reader) and the resume journal.
 
-Layout of a compressed model directory::
+Layout of a compressed model directory (the manifest is described in :mod:`.manifest`)::
 
     manifest.json             written last, atomically (tmp file + fsync + rename + fsync dir)
     shards/00000.arrows       Arrow IPC *stream*: the schema message, one record batch per tensor,
     shards/00001.arrows       then the end-of-stream marker; at most ``shard_size`` bytes each
+    files/config.json ...     the source model's configuration and tokenizer files, copied
     _journal.jsonl            (while compressing) one line per committed tensor, for resuming
 
 Each tensor is one record batch (one row per stored array) with the columns ``key`` (array name:
@@ -33,17 +34,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import CorruptData
+from ..errors import CorruptData, InvalidInput
 
 SCHEMA = pa.schema(
     [("key", pa.string()), ("dtype", pa.string()), ("shape", pa.list_(pa.int64())), ("data", pa.large_binary())],
     metadata={b"vqsearch.weights": b"1"},
 )
 EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
-MANIFEST = "manifest.json"
 JOURNAL = "_journal.jsonl"
 SHARD_DIR = "shards"
-MANIFEST_VERSION = 1
 
 
 def _schema_bytes() -> bytes:
@@ -70,6 +69,9 @@ def encode_record(name: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]
     blobs.append(_pad8(head))
     for key, arr in arrays.items():
         a = np.ascontiguousarray(arr)
+        if a.dtype.kind not in "biuf":
+            raise InvalidInput(f"tensor {name!r}: stored array {key!r} has dtype {a.dtype}; only numeric arrays "
+                               "can be stored")
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)
         keys.append(key)
         dtypes.append(a.dtype.str)
@@ -125,11 +127,12 @@ class RecordRef:
 class ShardWriter:
     """Append tensor records to size-bounded shards; fsync each record before it is journaled."""
 
-    def __init__(self, root: Path, shard_size: int) -> None:
+    def __init__(self, root: Path, shard_size: int, first_index: int = 0) -> None:
         self.root = Path(root)
         self.shard_size = int(shard_size)
         (self.root / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-        self._index = -1
+        self._first = int(first_index)
+        self._index = self._first - 1
         self._fh = None
         self._size = 0
         self._count = 0
@@ -152,7 +155,7 @@ class ShardWriter:
 
     @property
     def current(self) -> str:
-        return f"{SHARD_DIR}/{self._index:05d}.arrows"
+        return shard_name(self._index)
 
     def _open_next(self) -> None:
         self._close_current()
@@ -189,14 +192,25 @@ class ShardWriter:
             self._fh = None
 
     def close(self) -> list[dict[str, Any]]:
-        """Finish the current shard; returns the shard table (file, bytes, sha256) of all shards."""
+        """Finish the current shard; returns the shard table (file, bytes, sha256) of the shards written."""
         self._close_current()
         out = []
-        for i in range(self._index + 1):
-            rel = f"{SHARD_DIR}/{i:05d}.arrows"
+        for i in range(self._first, self._index + 1):
+            rel = shard_name(i)
             p = self.root / rel
             out.append({"file": rel, "bytes": p.stat().st_size, "sha256": file_sha256(p)})
         return out
+
+
+def shard_name(index: int) -> str:
+    """Path of shard ``index`` relative to the model directory (``shards/00000.arrows``)."""
+    return f"{SHARD_DIR}/{index:05d}.arrows"
+
+
+def shard_index(rel: str) -> int:
+    """Inverse of :func:`shard_name` (-1 for a name it did not make)."""
+    stem = Path(rel).stem
+    return int(stem) if Path(rel).parent.name == SHARD_DIR and stem.isdigit() else -1
 
 
 # ----------------------------------------------------------------------------- journal
@@ -265,55 +279,24 @@ def valid_prefix(root: Path, entries: list[dict]) -> list[dict]:
     return kept
 
 
-# ----------------------------------------------------------------------------- manifest
-def write_manifest(root: Path, manifest: dict) -> None:
-    """Atomically replace ``manifest.json`` (tmp + fsync + rename + fsync of the directory)."""
-    root = Path(root)
-    tmp = root / (MANIFEST + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(manifest, fh, indent=1, sort_keys=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, root / MANIFEST)
-    try:
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - directories cannot be fsynced on some platforms
-        pass
-
-
-def read_manifest(root: Path) -> dict:
-    path = Path(root) / MANIFEST
-    if not path.exists():
-        from ..errors import NotFound
-
-        raise NotFound(f"no compressed model at {root} (missing {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptData(f"{path}: manifest is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format_version") != MANIFEST_VERSION \
-            or not isinstance(manifest.get("tensors"), list):
-        raise CorruptData(f"{path}: not a vqsearch weights manifest (version {MANIFEST_VERSION})")
-    return manifest
-
-
 # ----------------------------------------------------------------------------- reading
 class ShardReader:
-    """Memory-mapped access to the records of one shard file."""
+    """Memory-mapped access to the records of one shard file.
 
-    def __init__(self, path: Path) -> None:
+    ``label`` names the shard in error messages (default: its path); the server passes a name
+    relative to the model, so that no message reveals where models live on its disk.
+    """
+
+    def __init__(self, path: Path, label: str | None = None) -> None:
         self.path = Path(path)
+        self.label = label or str(self.path)
         try:
             self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
-        except (FileNotFoundError, ValueError) as exc:
-            raise CorruptData(f"{self.path}: shard is missing or empty ({exc})") from None
+        except (FileNotFoundError, ValueError):
+            raise CorruptData(f"{self.label}: shard is missing or empty") from None
         head = _schema_bytes()
         if self._mm.size < len(head) or bytes(self._mm[: len(head)]) != head:
-            raise CorruptData(f"{self.path}: not a vqsearch weights shard (schema message mismatch)")
+            raise CorruptData(f"{self.label}: not a vqsearch weights shard (schema message mismatch)")
 
     @property
     def size(self) -> int:
@@ -321,18 +304,18 @@ class ShardReader:
 
     def raw(self, offset: int, length: int) -> np.ndarray:
         if offset < 0 or length < 0 or offset + length > self._mm.size:
-            raise CorruptData(f"{self.path}: byte range [{offset}, {offset + length}) is beyond the end of the "
+            raise CorruptData(f"{self.label}: byte range [{offset}, {offset + length}) is beyond the end of the "
                               f"shard ({self._mm.size} bytes): the file is truncated")
         return self._mm[offset: offset + length]
 
     def record(self, offset: int, length: int, checksum: str | None) -> tuple[dict, dict[str, np.ndarray]]:
         view = self.raw(offset, length)
         if checksum is not None and sha256(view) != checksum:
-            raise CorruptData(f"{self.path}: record at byte {offset} fails its SHA-256 checksum (corrupt shard)")
-        return decode_record(pa.py_buffer(view), str(self.path))
+            raise CorruptData(f"{self.label}: record at byte {offset} fails its SHA-256 checksum (corrupt shard)")
+        return decode_record(pa.py_buffer(view), self.label)
 
     def iter_records(self) -> Iterator[pa.RecordBatch]:
         try:
             yield from pa.ipc.open_stream(pa.py_buffer(self._mm))
         except pa.ArrowException as exc:
-            raise CorruptData(f"{self.path}: {exc}") from None
+            raise CorruptData(f"{self.label}: {exc}") from None

@@ -1,21 +1,32 @@
-"""Lazy safetensors reading: one ``*.safetensors`` file or a sharded ``*.safetensors.index.json``.
+"""safetensors I/O: lazy reading of a model (the compression source) and streamed writing (decompress).
 
-Only the JSON headers are read up front (names, shapes, dtypes); each tensor's bytes are read
-when it is requested, through the ``safetensors`` package with the numpy framework (which
-memory-maps the file), so compressing a model never holds more than one tensor in memory.
+Reading: one ``*.safetensors`` file or a sharded ``*.safetensors.index.json``.  Only the JSON
+headers are read up front (names, shapes, dtypes); each tensor's bytes are read when it is
+requested, through the ``safetensors`` package with the numpy framework (which memory-maps the
+file), so compressing a model never holds more than one tensor in memory.
+
+Writing (:func:`decompress`): the header first (every tensor's dtype, shape and byte range are
+known from the manifest), then one decoded tensor at a time, into a temporary file renamed into
+place.  Only ``.safetensors`` outputs are written: another extension (``.gguf``, ``.bin`` ...)
+is refused rather than silently given safetensors bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CorruptData, InvalidInput, NotFound
+from ..errors import CorruptData, InvalidInput, InvalidSpec, NotFound
+
+if TYPE_CHECKING:
+    from .archive import Archive
 
 #: safetensors dtype tag → numpy dtype (bfloat16 has no numpy dtype: it is widened to float32).
 _DTYPES = {
@@ -186,3 +197,90 @@ class SafetensorsSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def file_digests(self) -> list[dict[str, Any]]:
+        """Name, size and SHA-256 of each source file (the identity of a compression job, without paths)."""
+        out = []
+        for f in sorted({e.file for e in self._entries.values()} | {self.path}):
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    h.update(block)
+            out.append({"name": f.name, "bytes": f.stat().st_size, "sha256": h.hexdigest()})
+        return out
+
+
+# ----------------------------------------------------------------------------- writing
+_OUT_DTYPES = {"float16": ("F16", "<f2"), "float32": ("F32", "<f4"), "bfloat16": ("BF16", None)}
+
+
+def decompress(path: str | os.PathLike, out: str | os.PathLike, dtype: str = "float32", *,
+               api_key: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Write the decoded model as one safetensors file (streamed: one tensor in memory at a time).
+
+    ``path`` is a compressed model directory or a served model's URL (``api_key`` and ``cache_dir``
+    as for :func:`vqsearch.weights.load`).  ``out`` must end in ``.safetensors``.  ``dtype``
+    ("float32", "float16" or "bfloat16") applies to floating-point tensors; integer buffers keep
+    their dtype.  The source file's ``__metadata__`` (e.g. ``{"format": "pt"}``) is kept.
+    """
+    from .archive import load
+
+    out = Path(out)
+    if not out.name.endswith(".safetensors"):
+        raise InvalidInput(f"decompress writes safetensors only: name the output *.safetensors, got {out.name!r} "
+                           "(GGUF and other containers are not supported)")
+    _check_dtype(dtype)
+    archive = load(path, api_key=api_key, cache_dir=cache_dir)
+    try:
+        write_safetensors(archive, out, dtype)
+    finally:
+        archive.close()
+    return out
+
+
+def write_safetensors(archive: Archive, out: Path, dtype: str = "float32") -> None:
+    """Write every tensor of an open archive (:func:`vqsearch.weights.load`) to ``out``, atomically."""
+    _check_dtype(dtype)
+    header: dict[str, Any] = {}
+    meta = archive.manifest.get("source", {}).get("metadata") or {}
+    if meta:
+        header["__metadata__"] = {str(k): str(v) for k, v in meta.items()}
+    offset = 0
+    plan = []
+    for t in archive.manifest["tensors"]:
+        numel = int(np.prod(t["shape"], dtype=np.int64)) if t["shape"] else 1
+        if t["format"] == "raw" and t["dtype"] not in FLOAT_TAGS:
+            tag, size = t["dtype"], np.dtype(t["params"]["raw_dtype"]).itemsize
+        else:
+            tag, size = _OUT_DTYPES[dtype][0], 4 if dtype == "float32" else 2
+        header[t["name"]] = {"dtype": tag, "shape": list(t["shape"]), "data_offsets": [offset, offset + numel * size]}
+        plan.append((t["name"], tag))
+        offset += numel * size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(len(raw).to_bytes(8, "little"))
+        fh.write(raw)
+        for name, tag in plan:
+            arr = archive[name]
+            if tag == "BF16":
+                fh.write(to_bfloat16(arr).tobytes())
+            elif tag in ("F16", "F32"):
+                fh.write(np.ascontiguousarray(arr, dtype=_OUT_DTYPES[dtype][1]).tobytes())
+            else:
+                fh.write(np.ascontiguousarray(arr).astype(np.dtype(arr.dtype).newbyteorder("<")).tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, out)
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in _OUT_DTYPES:
+        raise InvalidSpec(f"dtype must be one of {sorted(_OUT_DTYPES)}, got {dtype!r}")
+
+
+def to_bfloat16(arr: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (little-endian uint16) of ``arr``: round to nearest even on the top 16 bits."""
+    u = np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")

@@ -1,18 +1,23 @@
 """``/v1/models``: compressed models (``vqsearch.weights``) served from ``settings.models_dir``.
 
-* ``GET /v1/models`` — every subdirectory of ``models_dir`` holding a ``manifest.json``.
-* ``GET /v1/models/{model}`` — the model's manifest (ETag = SHA-256 of the manifest file).
+* ``GET /v1/models`` — every subdirectory of ``models_dir`` holding a ``manifest.json``, with the
+  URL of the model and of each of its shards.
+* ``GET /v1/models/{model}`` — the model's manifest (ETag = SHA-256 of the served bytes).
 * ``GET /v1/models/{model}/tensors/{name}?encoding=float32|float16|codes&container=npy|safetensors``
   — one tensor, streamed: decoded as ``.npy`` (default) or as a one-tensor safetensors file, or
   ``encoding=codes``: the tensor's raw Arrow record (its compressed arrays plus metadata) as a
   standalone Arrow IPC stream.
 * ``GET|HEAD /v1/models/{model}/shards/{file}`` — a shard file as stored.
+* ``GET|HEAD /v1/models/{model}/files/{path}`` — a copied configuration or tokenizer file.
 
-Every response carries a strong ETag derived from the stored checksums and answers
+Paths in the manifest (``shards/00000.arrows``, ``files/config.json``) are relative to the
+model's URL: ``GET /v1/models/{model}/{path}`` fetches them (what ``vqsearch.weights.load(url)``
+does).  Every response carries a strong ETag derived from the stored checksums and answers
 ``If-None-Match`` with 304.  ``Range: bytes=…`` (one range; suffix and open ranges too, with
-``If-Range``) is honoured with 206 / 416 on shard files and on tensor bodies, so clients can
-resume downloads or fetch a tensor's byte range given in the manifest.  Auth: any valid key
-(read access), as for reading collections.
+``If-Range``) is honoured with 206 / 416 on shard files, model files and tensor bodies, so
+clients can resume downloads or fetch a tensor's byte range given in the manifest.  No response
+names a path on the server's disk: manifests are served without local paths, and errors name
+models by their name.  Auth: any valid key (read access), as for reading collections.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -28,16 +34,17 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
-from ..errors import InvalidInput, NotFound
-from ..weights import WeightsArchive, load
-from ..weights.shards import MANIFEST
+from ..errors import InvalidInput, NotFound, VQSearchError
+from ..weights import WeightsArchive
+from ..weights.manifest import MANIFEST, public_manifest
 from .auth import ReadAccess
 from .collections import ERRORS
 from .errors import error_response
 from .state import StateDep
 
+LOG = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 
 CHUNK = 1 << 20
@@ -53,7 +60,7 @@ class ModelStore:
 
     def __init__(self, root: Path | None) -> None:
         self.root = root
-        self._open: dict[str, tuple[float, WeightsArchive]] = {}
+        self._open: dict[str, tuple[int, WeightsArchive, bytes]] = {}
         self._lock = threading.Lock()
 
     def _dir(self, name: str) -> Path:
@@ -71,19 +78,25 @@ class ModelStore:
             return []
         return sorted(p.name for p in self.root.iterdir() if _NAME.match(p.name) and (p / MANIFEST).is_file())
 
-    def get(self, name: str) -> WeightsArchive:
+    def _current(self, name: str) -> tuple[WeightsArchive, bytes]:
         path = self._dir(name)
         mtime = (path / MANIFEST).stat().st_mtime_ns
         with self._lock:
             hit = self._open.get(name)
             if hit is not None and hit[0] == mtime:
-                return hit[1]
-            archive = load(path)
-            self._open[name] = (mtime, archive)
-            return archive
+                return hit[1], hit[2]
+            # The archive names itself by the model's name, so its errors never show a server path.
+            archive = WeightsArchive(path, label=name)
+            served = json.dumps(public_manifest(archive.manifest), separators=(",", ":")).encode()
+            self._open[name] = (mtime, archive, served)
+            return archive, served
+
+    def get(self, name: str) -> WeightsArchive:
+        return self._current(name)[0]
 
     def manifest_bytes(self, name: str) -> bytes:
-        return (self._dir(name) / MANIFEST).read_bytes()
+        """The manifest as served: JSON without local paths (version-1 manifests stored one)."""
+        return self._current(name)[1]
 
 
 def _store(request: Request) -> ModelStore:
@@ -178,18 +191,28 @@ def _safetensors_bytes(name: str, arr: np.ndarray) -> bytes:
 def _summary(store: ModelStore, name: str) -> dict[str, Any]:
     archive = store.get(name)
     tot = archive.manifest["totals"]
-    return {"name": name, "tensors": len(archive), "params": tot["params"],
+    url = f"{router.prefix}/{name}"
+    return {"name": name, "url": url, "tensors": len(archive), "params": tot["params"],
             "bits_per_param": tot["bits_per_param"], "bytes": tot["bytes_on_disk"],
-            "shards": [s["file"] for s in archive.manifest["shards"]]}
+            "shards": [{"file": s["file"], "url": f"{url}/{s['file']}", "bytes": s["bytes"]}
+                       for s in archive.manifest["shards"]],
+            "files": [f["path"] for f in archive.manifest.get("files") or []]}
 
 
 @router.get("", dependencies=[ReadAccess], summary="List compressed models")
 async def list_models(request: Request, state: StateDep) -> dict[str, Any]:
-    """Every compressed model in the models directory, with size and average bits per parameter."""
+    """Every compressed model in the models directory: its URL, size, average bits per parameter, and
+    the URL of each shard (a manifest path such as ``shards/00000.arrows`` appended to the model URL)."""
     store = _store(request)
 
     def run() -> list[dict[str, Any]]:
-        return [_summary(store, n) for n in store.names()]
+        out = []
+        for n in store.names():
+            try:
+                out.append(_summary(store, n))
+            except VQSearchError as exc:  # one damaged model must not hide the others
+                LOG.warning("model %r is not listed: %s", n, exc)
+        return out
 
     return {"models": await state.read(run)}
 
@@ -203,7 +226,7 @@ async def get_model(model: str, request: Request, state: StateDep) -> Response:
     etag = f'"{hashlib.sha256(raw).hexdigest()[:40]}"'
     if _not_modified(request, etag):
         return Response(status_code=304, headers={"ETag": etag})
-    return JSONResponse(json.loads(raw), headers={"ETag": etag})
+    return Response(raw, media_type="application/json", headers={"ETag": etag})
 
 
 @router.get("/{model}/tensors/{name:path}", dependencies=[ReadAccess], summary="Download one tensor",
@@ -254,6 +277,17 @@ async def _shard(model: str, file: str, request: Request, state: StateDep, head:
     return _ranged(request, reader.size, etag, ARROW, lambda s, e: reader.raw(s, e - s).tobytes(), head=head)
 
 
+async def _file(model: str, path: str, request: Request, state: StateDep, head: bool) -> Response:
+    store = _store(request)
+    archive = await state.read(store.get, model)
+    rel = f"files/{path}"
+    if not any(f["path"] == rel for f in archive.files):
+        raise NotFound(f"model {model!r} has no file {path!r}")
+    data = await state.read(lambda: archive.file_path(rel).read_bytes())  # verified against its SHA-256
+    etag = f'"{archive.file_entry(rel)["sha256"][:40]}"'
+    return _ranged(request, len(data), etag, OCTET, lambda s, e: data[s:e], head=head)
+
+
 @router.get("/{model}/shards/{file}", dependencies=[ReadAccess], summary="Download a shard file",
             responses={200: {"content": {ARROW: {}}}, 206: {"description": "Partial content (Range)"}})
 async def get_shard(model: str, file: str, request: Request, state: StateDep) -> Response:
@@ -265,3 +299,17 @@ async def get_shard(model: str, file: str, request: Request, state: StateDep) ->
 async def head_shard(model: str, file: str, request: Request, state: StateDep) -> Response:
     """Headers of :func:`get_shard` (Content-Length, ETag, Accept-Ranges) without the body."""
     return await _shard(model, file, request, state, head=True)
+
+
+@router.get("/{model}/files/{path:path}", dependencies=[ReadAccess], summary="Download a model file",
+            responses={200: {"content": {OCTET: {}}}, 206: {"description": "Partial content (Range)"}})
+async def get_file(model: str, path: str, request: Request, state: StateDep) -> Response:
+    """A configuration or tokenizer file copied from the source model (``files`` in the manifest),
+    with ETag (its SHA-256) and byte ranges."""
+    return await _file(model, path, request, state, head=False)
+
+
+@router.head("/{model}/files/{path:path}", dependencies=[ReadAccess], summary="Model file size and ETag")
+async def head_file(model: str, path: str, request: Request, state: StateDep) -> Response:
+    """Headers of :func:`get_file` without the body."""
+    return await _file(model, path, request, state, head=True)
