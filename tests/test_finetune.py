@@ -153,6 +153,7 @@ def _shard_hashes(folder):
 
 
 @pytest.mark.models
+@pytest.mark.slow  # six compressions, five of them fine-tuned: about a minute of CPU on its own
 def test_finetune_keeps_layout_is_deterministic_and_resumes(tiny, tmp_path, monkeypatch):
     from vqsearch.weights import finetune
 
@@ -232,7 +233,8 @@ def test_finetune_minilm_improves_held_out_cosine(tmp_path):
     model.max_seq_length = 64
     ref = model.encode(held, normalize_embeddings=True)
     auto = model[0].auto_model
-    opts = {"embed_steps": 10, "block_steps": 15, "e2e_steps": 40, "code_every": 10, "max_seq_length": 64}
+    opts = {"embed_steps": 10, "block_steps": 15, "e2e_steps": 40, "code_every": 10, "max_seq_length": 64,
+            "time_budget": 3600}  # never cut short: a loaded machine would skip steps and test nothing
     cos = {}
     for tag, ft in (("rounded", False), ("tuned", opts)):
         out = tmp_path / tag
