@@ -327,7 +327,6 @@ MINILM_URL_COSINE = 0.985
 
 
 @pytest.mark.models
-@pytest.mark.slow
 def test_minilm_served_at_4_bits_is_a_ready_sentence_transformer_from_its_url(tmp_path: Path) -> None:
     pytest.importorskip("sentence_transformers", reason="needs the models extra (sentence-transformers)")
     import pyarrow.parquet as pq

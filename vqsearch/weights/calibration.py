@@ -61,7 +61,8 @@ class CalibrationStats:
         return self.hessians.get(name)
 
 
-def _import_models():
+def import_models():
+    """``(torch, SentenceTransformer)``, or ``MissingDependency`` naming the models extra."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
@@ -119,7 +120,7 @@ def collect(
         raise InvalidInput("calibration must be a non-empty list of non-empty strings")
     if probes < 1 or batch_size < 1:
         raise InvalidInput(f"probes and batch_size must be >= 1, got {probes}, {batch_size}")
-    torch, SentenceTransformer = _import_models()
+    torch, SentenceTransformer = import_models()
     model = SentenceTransformer(str(folder), device="cpu")
     model.max_seq_length = int(max_seq_length)
     model.eval()

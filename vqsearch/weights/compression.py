@@ -32,6 +32,7 @@ from .. import __version__
 from ..errors import Conflict, CorruptData, InvalidSpec
 from .calibration import CalibrationStats
 from .codec import decode_tensor, encode_tensor, matrix_shape
+from .finetune import FinetuneOptions
 from .formats import parse_format
 from .info import ModelInfo, info
 from .manifest import FILES_DIR, MANIFEST, MANIFEST_VERSION, copy_model_files, read_manifest, write_manifest
@@ -66,6 +67,7 @@ def compress(
     copy_files: bool = True,
     overwrite: bool = False,
     progress: bool = True,
+    finetune: bool | Mapping[str, Any] | FinetuneOptions = False,
 ) -> ModelInfo:
     """Compress a safetensors model into Arrow shards (resumable); returns the model's info.
 
@@ -86,10 +88,11 @@ def compress(
     allocate : {"fisher", "proxy"}, optional
         Allocation sensitivity (:mod:`.allocate`); default "fisher" with calibration, else "proxy".
     calibration : list of str or CalibrationStats, optional
-        Texts run through the model (the sentence-transformers folder holding ``src``) to collect
-        input covariances (for LDLQ on every linear layer) and Fisher statistics; or statistics
-        already collected with :func:`vqsearch.weights.calibration.collect`.  None = data-free
-        (every tensor is rounded to nearest; the manifest says so per tensor).
+        Texts run through the model (the sentence-transformers or transformers causal-LM folder
+        holding ``src``, :func:`vqsearch.weights.causal_lm.collect_any`) to collect input
+        covariances (for LDLQ on every linear layer) and Fisher statistics; or statistics already
+        collected with :func:`vqsearch.weights.calibration.collect`.  None = data-free (every
+        tensor is rounded to nearest; the manifest says so per tensor).
     candidates : sequence of str
         Formats the allocator chooses from (float16 is always an option).
     small_tensor : int, default 4096
@@ -111,7 +114,19 @@ def compress(
         Replace a different job found in ``dst`` instead of raising ``Conflict``.
     progress : bool, default True
         tqdm progress bars (compression: weighted by each tensor's estimated work, see the module docstring).
+    finetune : bool, mapping or FinetuneOptions, default False
+        Fine-tune after rounding (:mod:`.finetune`, needs calibration texts and the models
+        extra): scales, float16 leftovers and codes are tuned so that the compressed model's
+        outputs match the float model's; formats and bits are unchanged.  A mapping sets options.
     """
+    if finetune is not False and finetune is not None:
+        from .finetune import compress_finetuned
+
+        kwargs = dict(format=format, target_bits=target_bits, allocate=allocate, calibration=calibration,
+                      candidates=candidates, small_tensor=small_tensor, shard_size=shard_size, damp=damp, seed=seed,
+                      calibration_options=calibration_options, copy_files=copy_files)
+        return compress_finetuned(src, dst, calibration, FinetuneOptions.of(finetune), kwargs, overwrite=overwrite,
+                                  progress=progress)
     t_start = time.perf_counter()
     if format is not None and not isinstance(format, (str, Mapping)):
         raise InvalidSpec(f"format must be a spec string or a mapping of glob -> spec, got {type(format).__name__}")
@@ -136,9 +151,9 @@ def compress(
     elif isinstance(calibration, CalibrationStats):
         stats = calibration
     else:
-        from .calibration import collect
+        from .causal_lm import collect_any
 
-        stats = collect(source.folder, list(calibration), progress=progress, **dict(calibration_options or {}))
+        stats = collect_any(source.folder, list(calibration), progress=progress, **dict(calibration_options or {}))
     plan, alloc_report = plan_formats(source, fmt_map, target_bits, allocate, candidates, stats, small_tensor,
                                       seed, progress)
     root = Path(dst)
@@ -244,11 +259,16 @@ class _Advance:
     def __call__(self, fraction: float) -> None:
         step = self.encode_work * fraction - self.done
         if step > 0:
-            self.bar.update(step)
+            self._update(step)
             self.done += step
 
     def finish(self, work: float) -> None:
-        self.bar.update(max(work - self.done, 0.0))
+        self._update(max(work - self.done, 0.0))
+
+    def _update(self, step: float) -> None:
+        # The per-tensor steps add up to the total in another order than the total was summed in, so the
+        # last one can overshoot it by a rounding error (tqdm then warns, and tests turn warnings into errors).
+        self.bar.update(min(step, max(self.bar.total - self.bar.n, 0.0)))
 
 
 def _hessian(stats: CalibrationStats | None, name: str, spec: str) -> np.ndarray | None:
