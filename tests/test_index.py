@@ -60,7 +60,7 @@ def test_float16_rescore_matches_exact(metric, data, tmp_path):
 ])
 def test_recall_by_configuration(scan, rescore, threshold, data):
     xb, xq = data
-    idx = Index.create(None, dim=48, scan=scan, rescore=rescore)
+    idx = Index.create(None, dim=48, scan=scan, rescore=rescore, target_recall=None)
     idx.add(xb)
     _, ids = idx.search(xq, k=10)
     r = recall_at_k(ids, exact_topk(xq, xb, 10, "cosine")[1])
@@ -80,6 +80,7 @@ def test_ivf_full_probe_equals_flat(data):
     assert recall_at_k(c, a) < recall_at_k(b, a)  # fewer lists probed → lower recall on clustered data
 
 
+@pytest.mark.filterwarnings("ignore::vqsearch.index.RecallWarning")  # the default target is not what this checks
 def test_single_and_batch_queries_agree(data):
     xb, xq = data
     idx = Index.create(None, dim=48)
@@ -176,6 +177,7 @@ def test_reopen_gives_identical_results(data, tmp_path):
         assert len(old) == 3000
 
 
+@pytest.mark.filterwarnings("ignore::vqsearch.index.RecallWarning")
 def test_presets_and_automatic_ivf():
     small = Index.create(None, dim=16)
     small.add(clustered(500, 16, seed=3))
@@ -183,6 +185,9 @@ def test_presets_and_automatic_ivf():
     big = Index.create(None, dim=16, preset="compact", ivf={"auto_min_vectors": 1000})
     big.add(clustered(4000, 16, seed=4))
     assert big.config.ivf.nlist == 256 and big.config.ivf.nprobe == 64  # 4·√4000 ≈ 253 → 256 lists, probe 1/4
+    # ... until the recall curve chooses the default nprobe for the target (the configured one is the fallback)
+    chosen = big.stats()["search_defaults"]["nprobe"]
+    assert big.config.tuned == ("oversample", "nprobe") and 1 <= chosen <= 256
     assert big.config.rescore.startswith("e8:") and big.config.residual
     again = Index.open(big.path, read_only=True)
     assert again.config == big.config
@@ -195,7 +200,7 @@ def test_presets_and_automatic_ivf():
 def test_scan_estimates_match_quantiser(scan, data):
     """Each scanner's first-stage scores equal the quantiser's own estimate_ip (the reference)."""
     xb, xq = data
-    idx = Index.create(None, dim=48, scan=scan, rescore=None, ivf=None)
+    idx = Index.create(None, dim=48, scan=scan, rescore=None, ivf=None, target_recall=None)
     idx.add(xb[:2000])  # ids 0..1999 are the row numbers
     scores, ids = idx.search(xq[:7], k=20)
     q = idx.scan_quantizer
@@ -228,7 +233,7 @@ def test_binary_scan_paths_return_exact_estimates(fastscan, metric, data, monkey
 
     monkeypatch.setattr(scanners, "BINARY_FASTSCAN", fastscan)
     xb, xq = data
-    idx = Index.create(None, dim=48, metric=metric, scan="binary", rescore=None, ivf=None)
+    idx = Index.create(None, dim=48, metric=metric, scan="binary", rescore=None, ivf=None, target_recall=None)
     idx.add(xb[:3000])  # ids 0..2999 are the row numbers
     assert idx.stats()["scan_kernel"] == ("fastscan" if fastscan else "popcount")
     k = 20
@@ -286,7 +291,8 @@ def test_residual_rescoring_scores_are_the_reconstructions(metric, data):
     """The binary scan hands its exact ⟨q, decode(scan code)⟩ to residual rescoring (no second decode): the
     returned distances must equal those of the full reconstruction, over several segments."""
     xb, xq = data
-    idx = Index.create(None, dim=48, metric=metric, scan="binary", rescore="e8p:bits=4,rht=true", residual=True)
+    idx = Index.create(None, dim=48, metric=metric, scan="binary", rescore="e8p:bits=4,rht=true", residual=True,
+                       target_recall=None)
     for part in np.array_split(xb, 3):  # three segments: the scan merges its payload across them
         idx.add(part)
     dist, ids = idx.search(xq, k=10)

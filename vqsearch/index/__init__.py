@@ -4,6 +4,7 @@ from .config import DEFAULT_OVERSAMPLE, DEFAULT_RESCORE, DEFAULT_SCAN, PRESETS, 
 from .index import Index
 from .ivf import IVFConfig
 from .metric import METRICS, Metric, MetricLike, get_metric
+from .tuning import RecallWarning
 
 __all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "METRICS", "PRESETS", "IVFConfig", "Index",
-           "IndexConfig", "Metric", "MetricLike", "get_metric"]
+           "IndexConfig", "Metric", "MetricLike", "RecallWarning", "get_metric"]
