@@ -126,6 +126,8 @@ CASES = [
     ("hub-heavy-l2", lambda: hub_heavy(4300, 48, seed=3), "l2", {}),
     ("low-intrinsic-cosine", lambda: low_intrinsic(4300, 64, seed=4), "cosine", {"rescore": "sq8"}),
     ("rotated-768-cosine", lambda: rotated_768(2300, seed=5), "cosine", {"rescore": "sq8"}),
+    ("ivf-varying-norms-l2", lambda: varying_norms(4300, 32, seed=8), "l2",
+     {"rescore": "float16", "ivf": {"nlist": 32}}),
 ]
 
 
@@ -151,6 +153,8 @@ def test_estimate_matches_held_out_recall_and_target_is_met_or_warned(name, make
         assert text == stats["recall_warning"] and "recall" in text and "float16" in text
     else:
         assert stats["recall_warning"] is None and not warned
+    if "ivf" in kwargs:  # the default nprobe comes from the curve, not from nlist / 4
+        assert idx.config.tuned == ("oversample", "nprobe") and stats["search_defaults"]["nprobe"] is not None
     # The curve and the sample are stored with the index: a reopened index reports the same.
     idx.close()
     with Index.open(tmp_path / "i") as again:

@@ -18,12 +18,14 @@ every later write, from that write's floats:
   still the exact best live rows as long as at least ``k`` remain.
 
 The cost of a write is one (sample × batch) matrix product, and the sample is one store blob that
-changes only when a write changes some neighbour list (blobs are stored by content hash).
+blob of neighbour lists changes only when a write changes one of them (blobs are stored by content hash;
+the query vectors are a blob of their own, written once).
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,8 +40,9 @@ SAMPLE_QUERIES = 512
 TRUTH_DEPTH = 20
 #: Batch rows scored against the sample at once (bounds the temporary score matrix).
 MERGE_CHUNK = 16_384
-#: Store blob holding the sample.
+#: Store blobs holding the sample's neighbour lists and its query vectors.
 BLOB = "calibration"
+QUERIES_BLOB = "calibration_queries"
 
 
 @dataclass
@@ -119,17 +122,21 @@ class CalibrationSample:
         return usable, ids, scores
 
     # ------------------------------------------------------------ serialisation
-    def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
-        np.savez(buf, queries=self.queries, self_ids=self.self_ids, truth_ids=self.truth_ids,
-                 truth_scores=self.truth_scores, bound=self.bound)
-        return buf.getvalue()
+    def to_blobs(self) -> dict[str, bytes]:
+        """Store blobs: the query vectors (written once) and the neighbour lists (rewritten when they change)."""
+        return {QUERIES_BLOB: _npz(queries=self.queries),
+                BLOB: _npz(self_ids=self.self_ids, truth_ids=self.truth_ids, truth_scores=self.truth_scores,
+                           bound=self.bound)}
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> CalibrationSample:
+    def from_blobs(cls, blobs: Mapping[str, bytes]) -> CalibrationSample | None:
+        """The sample stored by :meth:`to_blobs`, or ``None`` when the index has none."""
+        if BLOB not in blobs or QUERIES_BLOB not in blobs:
+            return None
         try:
-            with np.load(io.BytesIO(blob), allow_pickle=False) as f:
-                sample = cls(f["queries"], f["self_ids"], f["truth_ids"], f["truth_scores"], f["bound"])
+            with np.load(io.BytesIO(blobs[QUERIES_BLOB]), allow_pickle=False) as q, \
+                    np.load(io.BytesIO(blobs[BLOB]), allow_pickle=False) as f:
+                sample = cls(q["queries"], f["self_ids"], f["truth_ids"], f["truth_scores"], f["bound"])
         except (ValueError, OSError, KeyError) as exc:
             raise CorruptData(f"the calibration sample is unreadable: {exc}") from None
         m = sample.queries.shape[0]
@@ -137,6 +144,12 @@ class CalibrationSample:
                 or sample.truth_ids.shape != sample.truth_scores.shape or sample.truth_ids.shape[0] != m):
             raise CorruptData("the calibration sample has inconsistent shapes")
         return sample
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
 
 
 def _best(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

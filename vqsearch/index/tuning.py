@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import calibration, recall_curve
+from . import recall_curve
 from .calibration import CalibrationSample
 from .config import IndexConfig
 from .metric import Metric
@@ -39,14 +39,14 @@ class RecallTuning:
 
     @classmethod
     def from_blobs(cls, blobs: Mapping[str, bytes]) -> RecallTuning:
-        sample = CalibrationSample.from_bytes(blobs[calibration.BLOB]) if calibration.BLOB in blobs else None
+        sample = CalibrationSample.from_blobs(blobs)
         curve = RecallCurve.from_bytes(blobs[recall_curve.BLOB]) if recall_curve.BLOB in blobs else None
         return cls(sample, curve)
 
     def blobs(self) -> dict[str, bytes]:
         out = {}
         if self.sample is not None:
-            out[calibration.BLOB] = self.sample.to_bytes()
+            out.update(self.sample.to_blobs())
         if self.curve is not None:
             out[recall_curve.BLOB] = self.curve.to_bytes()
         return out
