@@ -123,9 +123,9 @@ CASES = [
     # (name, data, metric, create arguments)
     ("varying-norms-l2", lambda: varying_norms(4300, 64, seed=1), "l2", {"rescore": "sq8"}),
     ("varying-norms-ip", lambda: varying_norms(4300, 64, seed=2), "ip", {"rescore": "sq8"}),
-    ("hub-heavy-l2", lambda: hub_heavy(4300, 48, seed=3), "l2", {}),
+    ("hub-heavy-l2", lambda: hub_heavy(3300, 32, seed=3), "l2", {}),
     ("low-intrinsic-cosine", lambda: low_intrinsic(4300, 64, seed=4), "cosine", {"rescore": "sq8"}),
-    ("rotated-768-cosine", lambda: rotated_768(2300, seed=5), "cosine", {"rescore": "sq8"}),
+    ("rotated-768-cosine", lambda: rotated_768(1800, seed=5), "cosine", {"rescore": "sq8"}),
     ("ivf-varying-norms-l2", lambda: varying_norms(4300, 32, seed=8), "l2",
      {"rescore": "float16", "ivf": {"nlist": 32}}),
 ]
@@ -175,3 +175,29 @@ def test_per_search_target_and_unreachable_target_warn():
     low.add(xb)
     with pytest.warns(RecallWarning, match=r"recall@10 is 0\.\d+ at best.*float16"):
         low.search(xq[:5], k=10, target_recall=0.999)
+
+
+def test_choice_is_the_cheapest_setting_meeting_the_target_with_margin():
+    from vqsearch.index.recall_curve import CurvePoint, RecallCurve
+
+    def point(p, o, recall, seconds):
+        return CurvePoint(p, o, recall, 0.002, seconds)
+
+    def pick(choice):
+        return choice.oversample, choice.nprobe
+
+    curve = RecallCurve((point(8, 2, 0.80, 1.0), point(8, 4, 0.93, 1.2), point(8, 8, 0.97, 1.6),
+                         point(8, 16, 0.975, 2.5), point(16, 2, 0.85, 1.5), point(16, 4, 0.965, 1.7),
+                         point(16, 8, 0.99, 2.1)),
+                        {8: 0.98, 16: 0.995}, n_rows=10_000, n_queries=512, rescore="sq8")
+    # 0.95 needs recall - 2·0.002 - 0.01 >= 0.95: (8, 8) at 1.6 s beats (16, 4) at 1.7 s
+    assert pick(curve.choose(0.95)) == (8, 8)
+    assert pick(curve.choose(0.95, nprobe=16)) == (4, 16)
+    assert pick(curve.choose(0.95, oversample=4)) == (4, 16)
+    assert pick(curve.choose(0.95, nprobe=12)) == (8, 12)  # unmeasured nprobe: measured as the one below
+    assert curve.choose(0.95).warning is None
+    high = curve.choose(0.99)  # 0.99 measured, but not with the margin: the best setting, and a warning
+    assert pick(high) == (8, 16) and "recall@10 is 0.990" in high.warning and "too close" in high.warning
+    far = curve.choose(0.999)
+    assert "below the target" in far.warning and "'sq8' limit it" not in far.warning  # exact rescoring: 0.995
+    assert "finer scan codes" in far.warning
