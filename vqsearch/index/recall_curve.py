@@ -35,6 +35,9 @@ MIN_QUERIES = 32
 RECALL_MARGIN = 0.01
 #: Gains below this (per grid step) count as saturated: larger settings are not measured.
 SATURATED = 0.001
+#: Oversample whose candidates are also counted once (scan only), to say what a larger explicit
+#: ``oversample`` with exact rescoring would reach when the cost cap above does not reach a target.
+WIDE_OVERSAMPLE = 4 * OVERSAMPLE_GRID[-1]
 #: Store blob holding the measured curve.
 BLOB = "recall_curve"
 
@@ -76,6 +79,7 @@ class RecallCurve:
     n_rows: int
     n_queries: int
     rescore: str | None
+    wide_recall: float = float("nan")  # exact-rescoring recall of WIDE_OVERSAMPLE·k candidates, last nprobe
 
     # ------------------------------------------------------------ lookups
     def at(self, oversample: int, nprobe: int | None) -> CurvePoint:
@@ -123,22 +127,29 @@ class RecallCurve:
                      else f"The rescoring codes {self.rescore!r} limit it")
             return text + (f"{limit}: exact rescoring of the same candidates reaches an estimated recall of "
                            f"{exact:.3f}; {finer} approaches it.")
-        return text + (f"The scan keeps only an estimated {exact:.3f} of the true neighbours among "
-                       f"{OVERSAMPLE_GRID[-1]}·k candidates, so finer rescoring alone cannot reach it: use finer "
-                       f"scan codes (e.g. scan='pq:m=96,nbits=4') with {finer}, or a larger oversample per search.")
+        text += (f"The scan keeps only an estimated {exact:.3f} of the true neighbours among {OVERSAMPLE_GRID[-1]}·k "
+                 f"candidates, so finer rescoring alone cannot reach it")
+        if self.wide_recall >= target + RECALL_MARGIN:
+            return text + (f"; {finer} and an explicit oversample={WIDE_OVERSAMPLE} (exact rescoring of its "
+                           f"candidates: an estimated {self.wide_recall:.3f}) reaches it.")
+        wide = self.wide_recall
+        among = "" if np.isnan(wide) else f" (an estimated {wide:.3f} among {WIDE_OVERSAMPLE}·k)"
+        return text + f"{among}: finer scan codes are needed, with {finer}."
 
     # ------------------------------------------------------------ serialisation
     def to_bytes(self) -> bytes:
         return json.dumps({"points": [asdict(p) for p in self.points],
                            "candidate_recall": [[k, v] for k, v in self.candidate_recall.items()],
-                           "n_rows": self.n_rows, "n_queries": self.n_queries, "rescore": self.rescore}).encode()
+                           "n_rows": self.n_rows, "n_queries": self.n_queries, "rescore": self.rescore,
+                           "wide_recall": None if np.isnan(self.wide_recall) else self.wide_recall}).encode()
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> RecallCurve:
         try:
             d = json.loads(blob)
             return cls(tuple(CurvePoint(**p) for p in d["points"]), {k: float(v) for k, v in d["candidate_recall"]},
-                       int(d["n_rows"]), int(d["n_queries"]), d["rescore"])
+                       int(d["n_rows"]), int(d["n_queries"]), d["rescore"],
+                       float("nan") if d.get("wide_recall") is None else float(d["wide_recall"]))
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptData(f"the recall curve is unreadable: {exc}") from None
 
@@ -185,6 +196,13 @@ def measure_curve(sample: CalibrationSample, search_ids: SearchIds, candidate_id
     if rescore is None:
         grid = [1]
     search_ids(queries, k + 1, grid[0], nprobe_grid(nlist)[0])  # warm-up: compilation and caches, not timed
+    wanted = np.take_along_axis(truth_ids, np.argsort(-truth_scores, axis=1, kind="stable")[:, :k], 1)
+
+    def found_share(oversample: int, nprobe: int | None) -> float:
+        """Share of the exact top k among the candidates the scan keeps for rescoring."""
+        cands = _without_self(candidate_ids(queries, k + 1, oversample, nprobe), self_ids, None)
+        return float((wanted[:, :, None] == cands[:, None, :]).any(axis=2).mean())
+
     points: list[CurvePoint] = []
     candidate: dict[int | None, float] = {}
     best_before = -1.0
@@ -202,15 +220,13 @@ def measure_curve(sample: CalibrationSample, search_ids: SearchIds, candidate_id
             if row[-1].recall >= 1 - SATURATED or (len(gains) == 2 and max(gains) < SATURATED):
                 break
         points += row
-        top = np.argsort(-truth_scores, axis=1, kind="stable")[:, :k]
-        cands = _without_self(candidate_ids(queries, k + 1, OVERSAMPLE_GRID[-1], p), self_ids, None)
-        wanted = np.take_along_axis(truth_ids, top, 1)
-        candidate[p] = float((wanted[:, :, None] == cands[:, None, :]).any(axis=2).mean())
+        candidate[p] = found_share(OVERSAMPLE_GRID[-1], p)
         best = max(pt.recall for pt in row)
         if best >= 1 - SATURATED or best - best_before < SATURATED:
             break
         best_before = best
-    return RecallCurve(tuple(points), candidate, int(n_rows), int(usable.size), rescore)
+    wide = found_share(WIDE_OVERSAMPLE, p) if candidate[p] < 1 - SATURATED else candidate[p]
+    return RecallCurve(tuple(points), candidate, int(n_rows), int(usable.size), rescore, wide)
 
 
 def _without_self(found: np.ndarray, self_ids: np.ndarray, k: int | None) -> np.ndarray:
