@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from vqtest_data import clustered
 
 from vqsearch import Index, errors
 from vqsearch.eval import label_at_k, recall_at_k, tie_aware_recall_at_k
-from vqsearch.index import get_metric
+from vqsearch.index import RecallWarning, get_metric
 
 
 def exact_scores(xq: np.ndarray, xb: np.ndarray, metric: str) -> np.ndarray:
@@ -313,10 +315,15 @@ def test_presets_on_the_shared_debian_set(debian):
     xb, xq, gt, labels = debian["xb"], debian["xq"], debian["gt"][:, :10], debian["labels"]
     for preset, max_bytes, min_recall in (("default", 288, 0.95), ("compact", 144, 0.85)):
         idx = Index.create(None, dim=xb.shape[1], preset=preset)
-        idx.add(xb)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            idx.add(xb)
         assert idx.stats()["bytes_per_vector"] <= max_bytes
         _, ids = idx.search(xq, k=10)
         r = recall_at_k(ids, gt)
         label = label_at_k(ids, labels)
         assert r >= min_recall, f"{preset}: recall@10 {r:.4f} < {min_recall}"
+        # every preset aims at recall 0.95 on its own; one that misses it on these unseen queries said so
+        warned = [w for w in caught if issubclass(w.category, RecallWarning)]
+        assert r >= 0.95 or (warned and abs(idx.stats()["estimated_recall"] - r) <= 0.05), (preset, r, idx.stats())
         assert label >= 0.61, f"{preset}: label@10 {label:.3f} < 0.61"
