@@ -17,6 +17,7 @@ Run::
 
     python benchmarks/recall_calibration.py          # about 5 minutes on 2 cores
     VQSEARCH_CAL_N=20000 python benchmarks/recall_calibration.py
+    VQSEARCH_CAL_SETS=debian VQSEARCH_SHARED_DATA=/path/to/data python benchmarks/recall_calibration.py
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from vqsearch.eval import recall_at_k
 N = int(os.environ.get("VQSEARCH_CAL_N", 50_000))
 NQ = 1000
 PRESETS = os.environ.get("VQSEARCH_CAL_PRESETS", "default,accurate").split(",")
+SETS = os.environ.get("VQSEARCH_CAL_SETS", "debian,synthetic").split(",")
 
 
 def varying_norms(n: int, d: int, seed: int) -> np.ndarray:
@@ -78,9 +80,11 @@ def exact_top10(xq: np.ndarray, xb: np.ndarray, metric: str) -> np.ndarray:
 
 
 def sets():
-    debian = load_debian()
+    debian = load_debian() if "debian" in SETS else None
     if debian is not None:
         yield "debian-minilm", "cosine", debian["xb"], debian["xq"], debian["gt"][:, :10]
+    if "synthetic" not in SETS:
+        return
     for name, metric, make in (
         ("varying norms d=384", "l2", lambda: varying_norms(N + NQ, 384, 1)),
         ("varying norms d=384", "ip", lambda: varying_norms(N + NQ, 384, 1)),
