@@ -122,6 +122,8 @@ class RecallCurve:
                 f"{target:.3f} (measured on {self.n_queries} sample queries, ±{2 * best.stderr:.3f}). ")
         finer = ("preset='accurate' (float16 rescoring, rescore='float16') with target_recall="
                  f"{target:g}")
+        if self.rescore == "float16":  # already the finest rescoring: only the scan can change
+            finer = "the float16 rescoring this index has"
         if exact >= target + RECALL_MARGIN:
             limit = ("The scan codes alone rank the results" if self.rescore is None
                      else f"The rescoring codes {self.rescore!r} limit it")
