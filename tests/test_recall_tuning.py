@@ -201,3 +201,18 @@ def test_choice_is_the_cheapest_setting_meeting_the_target_with_margin():
     far = curve.choose(0.999)
     assert "below the target" in far.warning and "'sq8' limit it" not in far.warning  # exact rescoring: 0.995
     assert "finer scan codes" in far.warning
+
+
+def test_curve_is_measured_again_when_the_index_doubles_and_at_compaction():
+    x = varying_norms(2000, 16, seed=9)
+    idx = Index.create(None, dim=16, metric="l2", scan="binary", rescore="float16", target_recall=None)
+    idx.add(x[:600])
+    assert idx.stats()["calibration"]["rows"] == 600
+    idx.add(x[600:1300])  # more than doubled: measured again, the sample's lists now span both batches
+    assert idx.stats()["calibration"]["rows"] == 1300
+    idx.add(x[1300:1400])
+    assert idx.stats()["calibration"]["rows"] == 1300  # a small write keeps the curve
+    idx.delete(np.arange(100))
+    idx.compact()
+    stats = idx.stats()
+    assert stats["calibration"]["rows"] == 1300 and 0.9 <= stats["estimated_recall"] <= 1.0  # 1,400 - 100 rows

@@ -379,8 +379,8 @@ class Index:
         filter:
             Metadata predicate, e.g. ``{"section": "python"}`` or ``{"year": {"gte": 2020}}``.
         oversample:
-            Scan candidates kept per result for rescoring (default: the index's ``oversample``); higher =
-            better recall, slower.
+            Scan candidates kept per result for rescoring (default: chosen for the index's ``target_recall``,
+            else its ``oversample``; ``stats()["search_defaults"]``); higher = better recall, slower.
         nprobe:
             IVF lists scanned per query (default: chosen for the index's ``target_recall``, else ``ivf.nprobe``).
         target_recall:
