@@ -186,18 +186,18 @@ def test_choice_is_the_cheapest_setting_meeting_the_target_with_margin():
     def pick(choice):
         return choice.oversample, choice.nprobe
 
-    curve = RecallCurve((point(8, 2, 0.80, 1.0), point(8, 4, 0.93, 1.2), point(8, 8, 0.97, 1.6),
-                         point(8, 16, 0.975, 2.5), point(16, 2, 0.85, 1.5), point(16, 4, 0.965, 1.7),
-                         point(16, 8, 0.99, 2.1)),
+    curve = RecallCurve((point(8, 2, 0.80, 1.0), point(8, 4, 0.93, 1.2), point(8, 8, 0.985, 1.6),
+                         point(8, 16, 0.99, 2.5), point(16, 2, 0.85, 1.5), point(16, 4, 0.98, 1.7),
+                         point(16, 8, 0.997, 2.1)),
                         {8: 0.98, 16: 0.995}, n_rows=10_000, n_queries=512, rescore="sq8")
-    # 0.95 needs recall - 2·0.002 - 0.01 >= 0.95: (8, 8) at 1.6 s beats (16, 4) at 1.7 s
+    # 0.95 needs recall - 2·0.002 - RECALL_MARGIN (0.025) >= 0.95: (8, 8) at 1.6 s beats (16, 4) at 1.7 s
     assert pick(curve.choose(0.95)) == (8, 8)
     assert pick(curve.choose(0.95, nprobe=16)) == (4, 16)
     assert pick(curve.choose(0.95, oversample=4)) == (4, 16)
     assert pick(curve.choose(0.95, nprobe=12)) == (8, 12)  # unmeasured nprobe: measured as the one below
     assert curve.choose(0.95).warning is None
-    high = curve.choose(0.99)  # 0.99 measured, but not with the margin: the best setting, and a warning
-    assert pick(high) == (8, 16) and "recall@10 is 0.990" in high.warning and "too close" in high.warning
+    high = curve.choose(0.99)  # 0.997 measured, but not with the margin: the best setting, and a warning
+    assert pick(high) == (8, 16) and "recall@10 is 0.997" in high.warning and "too close" in high.warning
     far = curve.choose(0.999)
     assert "below the target" in far.warning and "'sq8' limit it" not in far.warning  # exact rescoring: 0.995
     assert "finer scan codes" in far.warning

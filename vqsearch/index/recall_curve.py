@@ -30,9 +30,10 @@ RECALL_K = 10
 OVERSAMPLE_GRID = (2, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 #: Fewest usable sample queries for an estimate.
 MIN_QUERIES = 32
-#: Systematic allowance between the sample's recall and that of unseen queries, on top of two standard
-#: errors of the sample mean, when a setting is chosen to meet a target.
-RECALL_MARGIN = 0.01
+#: Systematic allowance between the sample's recall (rows of the index as queries) and that of unseen
+#: queries, on top of two standard errors of the sample mean, when a setting is chosen to meet a target:
+#: the sample was up to 0.027 optimistic across the sets of benchmarks/RESULTS.md, section 7.
+RECALL_MARGIN = 0.025
 #: Gains below this (per grid step) count as saturated: larger settings are not measured.
 SATURATED = 0.001
 #: Oversample whose candidates are also counted once (scan only), to say what a larger explicit
