@@ -149,10 +149,11 @@ def test_estimate_matches_held_out_recall_and_target_is_met_or_warned(name, make
     assert abs(estimate - measured) <= 0.05, f"{name}: estimated {estimate:.3f}, held-out {measured:.3f}"
     if measured < 0.95:  # the default target is 0.95: missing it must have been said, with the estimate
         assert warned and stats["recall_warning"], f"{name}: recall {measured:.3f} < 0.95 without a warning"
+    if warned:  # the warning is the one stats() reports; it names the estimate and what would reach the target
         text = str(warned[-1].message)
         assert text == stats["recall_warning"] and "recall" in text and "float16" in text
     else:
-        assert stats["recall_warning"] is None and not warned
+        assert stats["recall_warning"] is None
     if "ivf" in kwargs:  # the default nprobe comes from the curve, not from nlist / 4
         assert idx.config.tuned == ("oversample", "nprobe") and stats["search_defaults"]["nprobe"] is not None
     # The curve and the sample are stored with the index: a reopened index reports the same.
