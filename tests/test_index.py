@@ -134,6 +134,7 @@ def test_filters_and_exact_fallback(data):
         idx.search(xq, k=3, filter={"nope": 1})
 
 
+@pytest.mark.filterwarnings("ignore::vqsearch.index.RecallWarning")  # not what this checks
 def test_bad_inputs_raise_typed_errors(data, tmp_path):
     xb, xq = data
     idx = Index.create(tmp_path / "x", dim=48)
@@ -162,6 +163,7 @@ def test_bad_inputs_raise_typed_errors(data, tmp_path):
     assert len(idx) == 100  # nothing above changed the index
 
 
+@pytest.mark.filterwarnings("ignore::vqsearch.index.RecallWarning")  # not what this checks
 def test_reopen_gives_identical_results(data, tmp_path):
     xb, xq = data
     path = tmp_path / "idx"
