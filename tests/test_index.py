@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from vqtest_data import clustered
 
 from vqsearch import Index, errors
 from vqsearch.eval import label_at_k, recall_at_k, tie_aware_recall_at_k
-from vqsearch.index import get_metric
+from vqsearch.index import RecallWarning, get_metric
 
 
 def exact_scores(xq: np.ndarray, xb: np.ndarray, metric: str) -> np.ndarray:
@@ -60,7 +62,7 @@ def test_float16_rescore_matches_exact(metric, data, tmp_path):
 ])
 def test_recall_by_configuration(scan, rescore, threshold, data):
     xb, xq = data
-    idx = Index.create(None, dim=48, scan=scan, rescore=rescore)
+    idx = Index.create(None, dim=48, scan=scan, rescore=rescore, target_recall=None)
     idx.add(xb)
     _, ids = idx.search(xq, k=10)
     r = recall_at_k(ids, exact_topk(xq, xb, 10, "cosine")[1])
@@ -80,6 +82,7 @@ def test_ivf_full_probe_equals_flat(data):
     assert recall_at_k(c, a) < recall_at_k(b, a)  # fewer lists probed → lower recall on clustered data
 
 
+@pytest.mark.filterwarnings("ignore::vqsearch.index.RecallWarning")  # the default target is not what this checks
 def test_single_and_batch_queries_agree(data):
     xb, xq = data
     idx = Index.create(None, dim=48)
@@ -131,6 +134,7 @@ def test_filters_and_exact_fallback(data):
         idx.search(xq, k=3, filter={"nope": 1})
 
 
+@pytest.mark.filterwarnings("ignore::vqsearch.index.RecallWarning")  # not what this checks
 def test_bad_inputs_raise_typed_errors(data, tmp_path):
     xb, xq = data
     idx = Index.create(tmp_path / "x", dim=48)
@@ -155,6 +159,7 @@ def test_bad_inputs_raise_typed_errors(data, tmp_path):
     assert len(idx) == 100  # nothing above changed the index
 
 
+@pytest.mark.filterwarnings("ignore::vqsearch.index.RecallWarning")  # not what this checks
 def test_reopen_gives_identical_results(data, tmp_path):
     xb, xq = data
     path = tmp_path / "idx"
@@ -172,6 +177,7 @@ def test_reopen_gives_identical_results(data, tmp_path):
         assert len(old) == 3000
 
 
+@pytest.mark.filterwarnings("ignore::vqsearch.index.RecallWarning")
 def test_presets_and_automatic_ivf():
     small = Index.create(None, dim=16)
     small.add(clustered(500, 16, seed=3))
@@ -179,6 +185,9 @@ def test_presets_and_automatic_ivf():
     big = Index.create(None, dim=16, preset="compact", ivf={"auto_min_vectors": 1000})
     big.add(clustered(4000, 16, seed=4))
     assert big.config.ivf.nlist == 256 and big.config.ivf.nprobe == 64  # 4·√4000 ≈ 253 → 256 lists, probe 1/4
+    # ... until the recall curve chooses the default nprobe for the target (the configured one is the fallback)
+    chosen = big.stats()["search_defaults"]["nprobe"]
+    assert big.config.tuned == ("oversample", "nprobe") and 1 <= chosen <= 256
     assert big.config.rescore.startswith("e8:") and big.config.residual
     again = Index.open(big.path, read_only=True)
     assert again.config == big.config
@@ -191,7 +200,7 @@ def test_presets_and_automatic_ivf():
 def test_scan_estimates_match_quantiser(scan, data):
     """Each scanner's first-stage scores equal the quantiser's own estimate_ip (the reference)."""
     xb, xq = data
-    idx = Index.create(None, dim=48, scan=scan, rescore=None, ivf=None)
+    idx = Index.create(None, dim=48, scan=scan, rescore=None, ivf=None, target_recall=None)
     idx.add(xb[:2000])  # ids 0..1999 are the row numbers
     scores, ids = idx.search(xq[:7], k=20)
     q = idx.scan_quantizer
@@ -224,7 +233,7 @@ def test_binary_scan_paths_return_exact_estimates(fastscan, metric, data, monkey
 
     monkeypatch.setattr(scanners, "BINARY_FASTSCAN", fastscan)
     xb, xq = data
-    idx = Index.create(None, dim=48, metric=metric, scan="binary", rescore=None, ivf=None)
+    idx = Index.create(None, dim=48, metric=metric, scan="binary", rescore=None, ivf=None, target_recall=None)
     idx.add(xb[:3000])  # ids 0..2999 are the row numbers
     assert idx.stats()["scan_kernel"] == ("fastscan" if fastscan else "popcount")
     k = 20
@@ -282,7 +291,8 @@ def test_residual_rescoring_scores_are_the_reconstructions(metric, data):
     """The binary scan hands its exact ⟨q, decode(scan code)⟩ to residual rescoring (no second decode): the
     returned distances must equal those of the full reconstruction, over several segments."""
     xb, xq = data
-    idx = Index.create(None, dim=48, metric=metric, scan="binary", rescore="e8p:bits=4,rht=true", residual=True)
+    idx = Index.create(None, dim=48, metric=metric, scan="binary", rescore="e8p:bits=4,rht=true", residual=True,
+                       target_recall=None)
     for part in np.array_split(xb, 3):  # three segments: the scan merges its payload across them
         idx.add(part)
     dist, ids = idx.search(xq, k=10)
@@ -317,10 +327,15 @@ def test_presets_on_the_shared_debian_set(debian):
     exact_label = label_at_k(gt[has_label], local_labels)
     for preset, max_bytes, min_recall in (("default", 288, 0.95), ("compact", 144, 0.85)):
         idx = Index.create(None, dim=base.shape[1], preset=preset)
-        idx.add(base, progress=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            idx.add(base, progress=False)
         assert idx.stats()["bytes_per_vector"] <= max_bytes
         _, ids = idx.search(xq, k=10)
         r = recall_at_k(ids, gt)
         label = label_at_k(ids[has_label], local_labels)
         assert r >= min_recall, f"{preset}: recall@10 {r:.4f} < {min_recall}"
         assert label >= exact_label - 0.03, f"{preset}: label@10 {label:.3f}, exact search {exact_label:.3f}"
+        # every preset aims at recall 0.95 on its own; one that misses it on these unseen queries said so
+        warned = [w for w in caught if issubclass(w.category, RecallWarning)]
+        assert r >= 0.95 or (warned and abs(idx.stats()["estimated_recall"] - r) <= 0.05), (preset, r, idx.stats())

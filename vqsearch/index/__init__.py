@@ -6,6 +6,7 @@ from .ivf import IVFConfig
 from .metric import METRICS, Metric, MetricLike, get_metric
 from .results import SearchResult
 from .trained_state import EncodedVectors
+from .tuning import RecallWarning
 
 __all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "METRICS", "PRESETS", "EncodedVectors", "IVFConfig",
-           "Index", "IndexConfig", "Metric", "MetricLike", "SearchResult", "get_metric"]
+           "Index", "IndexConfig", "Metric", "MetricLike", "RecallWarning", "SearchResult", "get_metric"]

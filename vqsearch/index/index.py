@@ -38,15 +38,17 @@ from .._validation import as_float_matrix
 from ..errors import Conflict, EmptyInput, InvalidInput
 from ..quantizers import Quantizer
 from .codecs import Codecs, fit_codecs
-from .config import DEFAULT_OVERSAMPLE, DEFAULT_RESCORE, DEFAULT_SCAN, PRESETS, UNSET, IndexConfig
+from .config import DEFAULT_OVERSAMPLE, DEFAULT_RESCORE, DEFAULT_SCAN, PRESETS, UNSET, IndexConfig, check_target_recall
 from .ivf import IVFConfig
 from .metric import Metric, MetricLike, get_metric
 from .protocols import SnapshotLike, StoreLike
 from .results import SearchResult, padded
 from .searcher import Searcher, SegmentCache
 from .trained_state import EncodedVectors, adopt_state, pack_state, state_id
+from .tuning import TUNING_BLOBS, RecallTuning, RecallWarning
 
-__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "PRESETS", "Index", "IndexConfig", "SearchResult"]
+__all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "PRESETS", "Index", "IndexConfig", "RecallWarning",
+           "SearchResult"]
 
 #: With ``progress=None`` (the default), the bar of a write appears only once it has run this many seconds.
 PROGRESS_DELAY = 1.0
@@ -67,6 +69,7 @@ class Index:
         self._next_id: int | None = None
         self._closed = False
         self._load_trained()
+        self._set_tuning(RecallTuning.from_blobs(store.blobs))
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
@@ -82,6 +85,7 @@ class Index:
         ivf: IVFConfig | dict | str | None = UNSET,
         oversample: int = UNSET,
         residual: bool = UNSET,
+        target_recall: float | None = UNSET,
     ) -> Index:
         """Create an empty index at ``path`` (a new directory; ``None`` = a temporary one).
 
@@ -110,11 +114,19 @@ class Index:
             Rescore codes encode the residual ``x − decode(scan code)`` and rescoring uses the sum of both
             reconstructions (two-stage residual quantisation).  The scan code is stored anyway, so this
             lowers the rescoring error at no extra bytes (benchmarks/RESULTS.md, section 6).
+        target_recall:
+            Recall@10 that the default search settings aim at (every preset: 0.95), or ``None`` to search
+            with the configured ones.  The index measures its own recall curve on a calibration sample of the
+            vectors it is given (:mod:`vqsearch.index.tuning`) and picks the cheapest ``oversample`` and IVF
+            ``nprobe`` that meet the target with a margin, except those given explicitly here.  When its codes
+            cannot reach the target it says so with a :class:`RecallWarning` naming the estimate and what
+            would reach it; ``stats()`` reports ``estimated_recall`` and ``recall_warning``.
         """
         from ..storage import Store, StoreConfig
 
         cfg = IndexConfig.from_arguments(dim=dim, metric=metric, preset=preset, scan=scan, rescore=rescore,
-                                         ivf=ivf, oversample=oversample, residual=residual)
+                                         ivf=ivf, oversample=oversample, residual=residual,
+                                         target_recall=target_recall)
         # Validate the specs now, so that a typo fails at create time and not at the first add.
         scan_q = quantizers.get(cfg.scan)
         rescore_q = quantizers.get(cfg.rescore) if cfg.rescore else None
@@ -237,9 +249,11 @@ class Index:
         x = self._metric.prepare(as_float_matrix(x, d=self.dim, name="training vectors", allow_empty=False))
         with parallel.threads_for():
             blobs, cfg = fit_codecs(x, self._config)
-        self._store.set_config(config=cfg.to_json(), blobs=blobs)
+        tuning = self._tuning.with_training_sample(x)
+        self._store.set_config(config=cfg.to_json(), blobs={**blobs, **tuning.blobs()})
         self._config = cfg
         self._load_trained()
+        self._set_tuning(tuning)
         return self
 
     def trained_state(self) -> bytes:
@@ -248,7 +262,8 @@ class Index:
         self._snapshot()  # closed: raise
         if not self.is_trained:
             raise InvalidInput("the index is not trained yet; call train() or add() first")
-        return pack_state(self._config.to_json(), self._store.blobs)
+        blobs = {name: blob for name, blob in self._store.blobs.items() if name not in TUNING_BLOBS}
+        return pack_state(self._config.to_json(), blobs)
 
     @property
     def state_id(self) -> str | None:
@@ -320,6 +335,7 @@ class Index:
             raise InvalidInput("duplicate ids in one batch")
         blobs = new_cfg = None
         old_cfg = self._config
+        tuning = self._tuning  # pre-encoded rows bring no floats: the calibration lists cannot see them
         bar = None
         if encoded is not None:
             columns, extra = encoded.columns, encoded.extra
@@ -336,11 +352,17 @@ class Index:
                         self._set_codecs(Codecs.from_blobs(blobs, new_cfg))
                     _describe(bar, "encoding")
                     columns, extra = self._codecs.encode_rows(x, self._metric, bar)
+                    tuning = self._tuning.after_write(x, ids_arr, self._metric)
+            write_blobs = blobs
+            tuning_blobs = tuning.blobs()
+            if blobs is not None or any(self._store.blobs.get(name) != b for name, b in tuning_blobs.items()):
+                write_blobs = {**(self._store.blobs if blobs is None else blobs), **tuning_blobs}
             _describe(bar, "writing")
             self._store.write(ids_arr, columns, vectors=None, metadata=metadata, extra=extra or None,
-                              upsert=upsert, blobs=blobs, config=None if new_cfg is None else new_cfg.to_json())
+                              upsert=upsert, blobs=write_blobs,
+                              config=None if new_cfg is None else new_cfg.to_json())
         except Exception:
-            if blobs is not None:  # nothing was committed: forget the trained state
+            if new_cfg is not None:  # trained here and nothing was committed: forget the trained state
                 self._set_codecs(None)
                 self._config = old_cfg
             raise
@@ -348,6 +370,8 @@ class Index:
             if bar is not None:
                 bar.close()
         self._next_id = max(self._next_id or 0, int(ids_arr.max()) + 1)
+        self._set_tuning(tuning)
+        self._calibrate()
         return ids_arr
 
     @property
@@ -410,6 +434,33 @@ class Index:
         self._snapshot()
         self._store.compact()
         self._segments.clear()
+        self._calibrate(force=True)
+
+    # ------------------------------------------------------------ self-calibration (see .tuning)
+    def _set_tuning(self, tuning: RecallTuning) -> None:
+        self._tuning = tuning
+        self._search_defaults = tuning.defaults(self._config)
+
+    def _calibrate(self, force: bool = False) -> None:
+        """Measure the recall curve when due (the index doubled or halved since the last time, or ``force``),
+        store it, and warn when the target is out of reach."""
+        n = len(self)
+        if self._codecs is None or not (force or self._tuning.measure_due(n)):
+            return
+
+        def candidate_ids(xq: np.ndarray, k: int, oversample: int, nprobe: int | None) -> np.ndarray:
+            searcher = Searcher(self._store.snapshot(), self._codecs, self._config, self._segments)
+            with parallel.single_threaded_blas(), parallel.threads_for(searcher.expected_work(xq.shape[0], nprobe)):
+                return searcher.candidate_ids(xq, k, k * oversample, nprobe)
+
+        tuning = self._tuning.measured(
+            self._config, lambda xq, k, o, p: self.search(xq, k, oversample=o, nprobe=p)[1], candidate_ids,
+            lambda ids: np.asarray(self._store.snapshot().contains(ids)), n)
+        if tuning is self._tuning:
+            return
+        self._store.set_config(blobs={**self._store.blobs, **tuning.blobs()})
+        self._set_tuning(tuning)
+        RecallTuning.warn(self._search_defaults, stacklevel=4)
 
     def versions(self) -> list:
         """Retained versions, oldest first: ``VersionInfo(version, timestamp, rows)`` (timestamp in epoch s)."""
@@ -451,6 +502,7 @@ class Index:
                   "ivf": None if c.ivf is None else dict(c.ivf.__dict__), "trained": self.is_trained,
                   "bytes_per_vector": 0 if codecs is None else codecs.bytes_per_vector(self._metric),
                   "scan_kernel": None if codecs is None else codecs.scanner.kernel})
+        s.update(self._tuning.stats(self._config))
         return s
 
     # ------------------------------------------------------------ search
@@ -462,6 +514,7 @@ class Index:
         oversample: int | None = None,
         nprobe: int | None = None,
         include: Sequence[str] | None = None,
+        target_recall: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | SearchResult:
         """k nearest neighbours of each query → ``(distances, ids)``, each (nq, k), best first.
 
@@ -477,19 +530,29 @@ class Index:
         filter:
             Metadata predicate, e.g. ``{"section": "python"}`` or ``{"year": {"gte": 2020}}``.
         oversample:
-            Scan candidates kept per result for rescoring (default: the index's ``oversample``); higher =
-            better recall, slower.
+            Scan candidates kept per result for rescoring (default: chosen for the index's ``target_recall``,
+            else its ``oversample``; ``stats()["search_defaults"]``); higher = better recall, slower.
         nprobe:
-            IVF lists scanned per query (default: the index's ``ivf.nprobe``).
+            IVF lists scanned per query (default: chosen for the index's ``target_recall``, else ``ivf.nprobe``).
         include:
             Metadata columns to return with the hits (``[]``: none, but still a result object).  Then the
             answer is a :class:`SearchResult` with ``.distances``, ``.ids`` and ``.metadata`` (a pyarrow
             Table, nq × k rows in hit order, null rows for padding) read from the same snapshot as the hits.
+        target_recall:
+            Recall@10 this search should reach: ``oversample`` and ``nprobe`` not given are chosen from the
+            index's measured recall curve (see :meth:`create`); a :class:`RecallWarning` says when the
+            target is out of reach.
         """
         xq = as_float_matrix(queries, d=self.dim, name="queries", allow_empty=False)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInput(f"k must be a positive integer, got {k!r}")
-        oversample = self._config.oversample if oversample is None else oversample
+        if target_recall is not None:
+            choice = self._tuning.settings(self._config, check_target_recall(target_recall), oversample, nprobe)
+            RecallTuning.warn(choice)
+            oversample, nprobe = choice.oversample, choice.nprobe
+        defaults = self._search_defaults
+        oversample = defaults.oversample if oversample is None else oversample
+        nprobe = defaults.nprobe if nprobe is None else nprobe
         if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or oversample < 1:
             raise InvalidInput(f"oversample must be a positive integer, got {oversample!r}")
         if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer))

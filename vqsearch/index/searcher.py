@@ -132,11 +132,22 @@ class Searcher:
             if self.codecs.rescore is None:  # scanners may return their rows in any order
                 scores, refs = top_k(found.scores, found.refs, k)
             else:
-                refs = found.refs
-                if found.width is not None:
-                    refs = confident_candidates(found.scores, refs, found.width, k)
-                scores, refs = self.rescore(xq, refs, k, found.scan_ip)
+                scores, refs = self.rescore(xq, self.pruned(found, k), k, found.scan_ip)
         return self.finish(xq, scores, refs)
+
+    def candidate_ids(self, xq: np.ndarray, k: int, n_candidates: int, nprobe: int | None) -> np.ndarray:
+        """Ids of the candidates a search for ``k`` results would rescore (``-1`` padded, any order): the
+        self-calibration (:mod:`.recall_curve`) measures how many true neighbours the scan keeps."""
+        found = self.scan(xq, n_candidates, None, nprobe, k)
+        refs = self.pruned(found, k)
+        return self.finish(xq, np.where(refs >= 0, found.scores, -np.inf), refs)[1]
+
+    @staticmethod
+    def pruned(found: Candidates, k: int) -> RowRefs:
+        """The candidates' references without those whose confidence interval cannot reach the top ``k``."""
+        if found.width is None:
+            return found.refs
+        return confident_candidates(found.scores, found.refs, found.width, k)
 
     # ------------------------------------------------------------------ stages
     def scan(self, xq: np.ndarray, n_candidates: int, masks: list[np.ndarray] | None, nprobe: int | None,
