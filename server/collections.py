@@ -32,7 +32,8 @@ def collection_info(c: Collection) -> dict[str, Any]:
             "embedder": c.embedder_name, "count": st["count"], "bytes": st["bytes"],
             "bytes_per_vector": st["bytes_per_vector"], "segments": st["segments"], "version": st.get("version"),
             "versions": versions, "metadata_columns": list(st["metadata_columns"]), "trained": st["trained"],
-            "next_id": c.index.next_id, "shards": int(st.get("shards", 1)), "replicas": int(st.get("replicas", 1)),
+            "next_id": c.index.next_id, "estimated_recall": st.get("estimated_recall"),
+            "shards": int(st.get("shards", 1)), "replicas": int(st.get("replicas", 1)),
             "created": c.created}
 
 

@@ -147,6 +147,9 @@ class CollectionInfo(BaseModel):
     trained: bool = Field(description="Quantisers are fitted (after the first write).", examples=[True])
     next_id: int = Field(ge=0, description="One above every id written so far (where automatic ids start).",
                          examples=[60179])
+    estimated_recall: float | None = Field(None, ge=0, le=1, examples=[0.97], description=(
+        "Recall@10 the index estimates for itself at its default search settings, from its calibration "
+        "sample (null until it has one)."))
     created: float = Field(description="Creation time (Unix seconds).", examples=[1716200000.0])
 
 

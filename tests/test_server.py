@@ -174,6 +174,7 @@ def test_collection_lifecycle(admin: httpx.Client) -> None:
     assert {k: info[k] for k in ("name", "dim", "metric", "scan", "rescore", "count", "trained", "embedder")} == {
         "name": "life", "dim": 8, "metric": "l2", "scan": "binary", "rescore": "float16", "count": 0,
         "trained": False, "embedder": None}
+    assert info["estimated_recall"] is None
     assert_error(admin.post("/v1/collections", json={"name": "life", "dim": 8}), 409, "already_exists",
                  "collection 'life' already exists")
     assert "life" in [c["name"] for c in admin.get("/v1/collections").json()["collections"]]
@@ -182,6 +183,7 @@ def test_collection_lifecycle(admin: httpx.Client) -> None:
         == {"upserted": 40, "count": 40}
     info = admin.get("/v1/collections/life").json()
     assert (info["count"], info["trained"], info["segments"]) == (40, True, 1) and info["bytes_per_vector"] > 16
+    assert 0 <= info["estimated_recall"] <= 1  # the index calibrated itself on its first write
     rows = [v["rows"] for v in info["versions"]]  # created, written (+ the recall calibration's commit)
     assert rows[:2] == [0, 40] and set(rows[1:]) == {40} and info["version"] == info["versions"][-1]["version"]
     # l2 scores are squared distances, ascending
