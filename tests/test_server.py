@@ -399,11 +399,11 @@ def test_ivf_collection_with_nprobe(admin: httpx.Client, tmp_path: Path) -> None
     ref = vqsearch.Index.create(tmp_path / "ivf", **spec)
     ref.upsert(x, np.arange(4_000))
     got = {}
-    for nprobe in (1, 16):
-        res = admin.post("/v1/collections/ivf/search", json={"vectors": x[:20].tolist(), "k": 5,
-                                                             "nprobe": nprobe}).json()["results"]
+    for nprobe in (1, 16):  # oversample fixed: each index picks its own default from its recall calibration
+        res = admin.post("/v1/collections/ivf/search", json={"vectors": x[:20].tolist(), "k": 5, "nprobe": nprobe,
+                                                             "oversample": 8}).json()["results"]
         got[nprobe] = [[h["id"] for h in row] for row in res]
-        assert got[nprobe] == ref.search(x[:20], k=5, nprobe=nprobe)[1].tolist()
+        assert got[nprobe] == ref.search(x[:20], k=5, nprobe=nprobe, oversample=8)[1].tolist()
     assert got[1] != got[16]  # the parameter reaches the index
 
 
