@@ -1,7 +1,7 @@
 """IVF probing: cut the ``nprobe`` best lists of each query out of its centroid scores.
 
 The scores themselves are one BLAS matrix product (run single-threaded inside a search, see
-:mod:`vqsearch._blas`); this kernel replaces numpy's argpartition + argsort + take_along_axis, which
+:mod:`vqsearch.parallel`); this kernel replaces numpy's argpartition + argsort + take_along_axis, which
 cost several times the product itself at nprobe in the hundreds.
 """
 
