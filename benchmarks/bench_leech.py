@@ -22,6 +22,7 @@ import sys
 import numpy as np
 from bench_common import banner, table, timed
 from vqsearch.kernels import leech as kl
+from vqsearch.kernels import leech_codes as kc
 
 from vqsearch import quantizers
 from vqsearch.quantizers.leech import DEFAULT_SHELLS, golay_words, nearest_point_j
@@ -41,9 +42,9 @@ def measure_rate(block_bits: int, x: np.ndarray, rng: np.random.Generator) -> li
     _, t_search = timed(lambda: kl.best_directions(x, cw, *ball.tables, ball.radii, ball.nlo, ball.nhi,
                                                    pts, cos, solved))
     big = rng.integers(0, 1 << 62, UNRANK_N).astype(object) * (1 << 40) % ball.size
-    ranks = np.array([[int(r) >> kl.LIMB, int(r) & kl.MASK] for r in big], dtype=np.int64)
+    ranks = np.array([[int(r) >> kc.LIMB, int(r) & kc.MASK] for r in big], dtype=np.int64)
     out = np.zeros((UNRANK_N, 24), np.int64)
-    _, t_unrank = timed(lambda: kl.unrank_points(ranks, cw, *ball.tables, ball.F, ball.offs, out), repeat=3)
+    _, t_unrank = timed(lambda: kc.unrank_points(ranks, cw, *ball.tables, ball.F, ball.offs, out), repeat=3)
     return [block_bits / 24, ball.shells, ball.extra, len(ball.radii), float(cos.mean()), float(solved.mean()),
             int(solved.max()), len(x) / t_search, len(x) * 24 / t_search / 1e6,
             UNRANK_N * 24 / t_unrank / 1e6]

@@ -275,3 +275,24 @@ def test_search_pads_k_above_the_number_of_vectors(tmp_path, capsys):
     for line in lines:
         assert sorted(line["ids"][:300]) == list(range(300)) and line["ids"][300:] == [-1] * 10
         assert line["distances"][300:] == [None] * 10 and None not in line["distances"][:300]
+
+
+def test_warmup_compiles_the_requested_paths_and_rejects_unknown_names(capsys):
+    """``vqsearch warmup`` runs each (preset, metric) through writes and searches in both kernel variants;
+    kept to one cheap configuration here (its kernels are those the builds above compiled)."""
+    from vqsearch import parallel
+    from vqsearch.warmup import warmup
+
+    steps = []
+    assert warmup(["accurate"], ["ip"], ivf=(False,), on_step=steps.append) == steps
+    assert [(s.preset, s.metric, s.ivf) for s in steps] == [("accurate", "ip", False)] and steps[0].seconds > 0
+    with parallel.forced_variants(True):
+        assert parallel.scan_parallel(1) and parallel.kernel_parallel(1, 1)
+        with parallel.forced_variants(False):
+            assert not parallel.scan_parallel(10**9)
+        assert parallel.rescore_parallel(1)
+    assert not parallel.scan_parallel(1)  # the policy decides again
+    with pytest.raises(ValueError, match="unknown preset or metric 'fast'"):
+        warmup(["fast"])
+    assert main(["warmup", "--metric", "hamming"]) == 2
+    assert "unknown preset or metric 'hamming'" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import itertools
 import numpy as np
 import pytest
 from vqsearch.kernels import e8 as K
+from vqsearch.kernels import e8_ball as KB
 from vqtest_blobs import read_blob, write_blob
 from vqtest_data import ODD_DIMS
 
@@ -95,7 +96,7 @@ def all_e8p_points() -> np.ndarray:
 def ball_points(nbits: int) -> np.ndarray:
     t = e8_ball_tables(nbits)
     u = np.zeros((t.size, 8), dtype=np.int32)
-    K.e8_ball_unrank(np.arange(t.size, dtype=np.int64), t.offsets, t.leaders, t.nsign_log2, FACTORIALS, u)
+    KB.e8_ball_unrank(np.arange(t.size, dtype=np.int64), t.offsets, t.leaders, t.nsign_log2, FACTORIALS, u)
     return u
 
 
@@ -262,7 +263,7 @@ def test_ball_codebook_structure_and_bijection(nbits):
     full = sum(e8_shell_count(m) for m in range(int(t.full_norm2) // 2 + 1))
     assert int((norm2 <= t.full_norm2).sum()) == full
     back = np.empty(t.size, dtype=np.int64)
-    K.e8_ball_rank(u, t.keys, t.cid_by_key, t.offsets, t.nsign_log2, FACTORIALS, back)
+    KB.e8_ball_rank(u, t.keys, t.cid_by_key, t.offsets, t.nsign_log2, FACTORIALS, back)
     np.testing.assert_array_equal(back, np.arange(t.size))
 
 
@@ -271,18 +272,18 @@ def test_ball_rank_unrank_random(nbits, rng):
     t = e8_ball_tables(nbits)
     idx = np.concatenate([rng.integers(0, t.size, 20_000), [0, t.size - 1]]).astype(np.int64)
     u = np.empty((len(idx), 8), dtype=np.int32)
-    K.e8_ball_unrank(idx, t.offsets, t.leaders, t.nsign_log2, FACTORIALS, u)
+    KB.e8_ball_unrank(idx, t.offsets, t.leaders, t.nsign_log2, FACTORIALS, u)
     assert in_e8_doubled(u).all()
     assert ((u.astype(np.int64) ** 2).sum(axis=1) / 4 <= t.norm2_max).all()
     back = np.empty_like(idx)
-    K.e8_ball_rank(u, t.keys, t.cid_by_key, t.offsets, t.nsign_log2, FACTORIALS, back)
+    KB.e8_ball_rank(u, t.keys, t.cid_by_key, t.offsets, t.nsign_log2, FACTORIALS, back)
     np.testing.assert_array_equal(back, idx)
     # Points just outside the ball are not in the codebook.
     out = np.zeros((1, 8), dtype=np.int32)
     out[0, 0] = 2 * (int(np.sqrt(t.norm2_max)) + 2)
     out[0, 1] = 2 * (out[0, 0] // 2 % 2)  # keep the coordinate sum even
     miss = np.empty(1, dtype=np.int64)
-    K.e8_ball_rank(out, t.keys, t.cid_by_key, t.offsets, t.nsign_log2, FACTORIALS, miss)
+    KB.e8_ball_rank(out, t.keys, t.cid_by_key, t.offsets, t.nsign_log2, FACTORIALS, miss)
     assert miss[0] == -1
 
 
@@ -292,7 +293,7 @@ def test_ball_encode_equals_brute_force(nbits):
     cb = ball_points(nbits) / 2.0
     x = gaussian(1500, 8, seed=nbits) * np.float32(0.8 + 0.02 * nbits)
     idx = np.empty((len(x), 1), dtype=np.int64)
-    over = K.e8_ball_encode_rows(x, np.ones(len(x), dtype=np.float32), t.keys, t.cid_by_key, t.offsets,
+    over = KB.e8_ball_encode_rows(x, np.ones(len(x), dtype=np.float32), t.keys, t.cid_by_key, t.offsets,
                                  t.leaders, t.nsign_log2, FACTORIALS, idx)
     assert over > 100, "the sample should exercise the overload search"
     xd = x.astype(np.float64)

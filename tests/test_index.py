@@ -308,11 +308,11 @@ def test_residual_rescoring_scores_are_the_reconstructions(metric, data):
 
 #: Rows of the shared Debian set the preset test indexes: a fixed random sixth keeps the real distribution
 #: while keeping the test's encoding time (trellis rescoring codes) within the CI budget.
-DEBIAN_TEST_ROWS = 10_000
+DEBIAN_TEST_ROWS = 5_000
 
 
 def test_presets_on_the_shared_debian_set(debian):
-    """Real data (a fixed random 10,000 of the shared Debian-MiniLM rows, all 1,000 queries): the default preset
+    """Real data (a fixed random 5,000 of the shared Debian-MiniLM rows, all 1,000 queries): the default preset
     keeps recall@10 ≥ 0.95 of the exact top 10 within 288 bytes/vector, the compact preset ≥ 0.85 within 144
     bytes/vector; both find the query's own package (label@10, over the queries whose package is among the
     indexed rows) within 0.03 of exact float32 search."""

@@ -16,6 +16,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 from vqsearch.kernels import leech as kl
+from vqsearch.kernels import leech_codes as kc
 
 from vqsearch import errors, quantizers
 from vqsearch.quantizers import golay
@@ -323,7 +324,7 @@ def test_rank_rejects_points_outside():
     pts = nearest_point_j(rng.uniform(-30, 30, (300, 24)))
     pts[np.arange(0, 300, 2), rng.integers(0, 24, 150)] += rng.choice([-2, -1, 1, 2, 4], 150)
     cw = golay_words()
-    assert [kl.in_lattice(p, cw) for p in pts] == in_leech_j(pts).tolist()
+    assert [kc.in_lattice(p, cw) for p in pts] == in_leech_j(pts).tolist()
     with pytest.raises(errors.InvalidInput, match="ball ranks must lie in"):
         ball.unrank([ball.size])
 
@@ -445,7 +446,7 @@ def test_encoder_emits_primitive_shapes():
     assert is_primitive(v) and not is_primitive(3 * v)
     for k in (2, 3, 5):
         w = (k * v).astype(np.int64)
-        kl.make_primitive(w, cw)
+        kc.make_primitive(w, cw)
         assert np.array_equal(w, v)
     pts, cos = ball.best_directions((3 * v)[None].astype(np.float64))
     assert np.array_equal(pts[0], v) and abs(cos[0] - 1) < 1e-12

@@ -44,3 +44,18 @@ def as_code_matrix(codes: object, *, code_size: int, name: str = "codes") -> np.
     if arr.shape[1] != code_size:
         raise InvalidCodes(f"{name} have width {arr.shape[1]} bytes, expected code_size {code_size}")
     return np.ascontiguousarray(arr)
+
+
+def as_ids(ids: object, n: int | None = None) -> np.ndarray:
+    """Return ``ids`` (a scalar or 1-D array of non-negative integers; ``n`` of them when given) as uint64."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise InvalidInput(f"ids must be a 1-D array of non-negative integers, got shape {arr.shape} "
+                           f"dtype {arr.dtype}")
+    if arr.size and arr.dtype.kind == "i" and arr.min() < 0:
+        raise InvalidInput("ids must be non-negative")
+    if n is not None and arr.shape[0] != n:
+        raise InvalidInput(f"got {arr.shape[0]} ids for {n} vectors")
+    return arr.astype(np.uint64)

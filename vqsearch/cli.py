@@ -63,6 +63,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    """Compile the search path's kernels into numba's cache, one line per configuration."""
+    from .warmup import warmup
+
+    def report(step) -> None:
+        print(f"{step.preset:10s} {step.metric:7s} {'ivf' if step.ivf else 'flat':5s} {step.seconds:7.1f} s",
+              flush=True)
+
+    try:
+        warmup(args.preset or ["default"], args.metric or ["cosine"], on_step=report)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     """Create an index from a vector file: train on a sample of the whole file, then add it in chunks."""
     from .index import Index
@@ -352,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scan", default=None, help="scan quantiser spec (default: the index default)")
     s.add_argument("--rescore", default=None, help="rescore quantiser spec (default: the index default)")
     s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("warmup", help="compile the search kernels ahead of the first request (numba's cache)")
+    s.add_argument("--preset", action="append", help="preset to warm (repeatable; default: default)")
+    s.add_argument("--metric", action="append", help="metric to warm (repeatable; default: cosine)")
+    s.set_defaults(func=_cmd_warmup)
 
     s = sub.add_parser("build", help="create an index from a .npy, .fvecs or .parquet file")
     s.add_argument("path", help="index directory to create")

@@ -46,33 +46,65 @@ MATMUL_SPLIT_MIN_OUTPUT = 1 << 17
 
 def kernel_parallel(rows: int, work: int) -> bool:
     """True when a kernel call is worth a parallel region: more than one row to split, ``KERNEL_MIN_WORK``."""
+    forced = _forced()
+    if forced is not None:
+        return forced
     return rows > 1 and work >= KERNEL_MIN_WORK
 
 
 def scan_parallel(pairs: int) -> bool:
     """True when a scan of ``pairs`` (query, row) pairs is worth a parallel region."""
+    forced = _forced()
+    if forced is not None:
+        return forced
     return pairs >= SCAN_MIN_PAIRS
 
 
 def elementwise_parallel(rows: int, values: int) -> bool:
     """True when an elementwise loop over ``values`` values in ``rows`` rows is worth a parallel region."""
+    forced = _forced()
+    if forced is not None:
+        return forced
     return rows > 1 and values >= ELEMENTWISE_MIN_VALUES
 
 
 def rescore_parallel(pairs: int) -> bool:
     """True when rescoring ``pairs`` (query, candidate) pairs is worth a parallel region."""
+    forced = _forced()
+    if forced is not None:
+        return forced
     return pairs >= RESCORE_MIN_PAIRS
 
 
 def queries_parallel(n_queries: int) -> bool:
     """Per-query table building: parallel over queries whenever there is more than one."""
+    forced = _forced()
+    if forced is not None:
+        return forced
     return n_queries > 1
+
+
+def _forced() -> bool | None:
+    return getattr(_scope, "forced", None)
+
+
+@contextlib.contextmanager
+def forced_variants(parallel: bool) -> Iterator[None]:
+    """Within the block, on the calling thread, every kernel choice above takes the parallel variant
+    (``parallel=True``) or the serial one, whatever the amount of work.  For compiling both variants ahead
+    of time on small inputs (:mod:`vqsearch.warmup`) and for tests; searches still decide their threads."""
+    previous = _forced()
+    _scope.forced = bool(parallel)
+    try:
+        yield
+    finally:
+        _scope.forced = previous
 
 
 # ----------------------------------------------------------------------------- thread count
 _settings_lock = threading.Lock()
 _configured: int | None = None
-_scope = threading.local()  # .active: a threads_for block is running on this thread
+_scope = threading.local()  # .active: a threads_for block runs on this thread; .forced: forced_variants
 
 
 def _max_threads() -> int:

@@ -25,20 +25,6 @@ def as_vectors(vectors: object, dim: int, name: str = "vectors") -> np.ndarray:
     return x
 
 
-def as_ids(ids: object, n: int | None = None) -> np.ndarray:
-    arr = np.asarray(ids)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise InvalidInput(f"ids must be a 1-D array of non-negative integers, got shape {arr.shape} "
-                           f"dtype {arr.dtype}")
-    if arr.size and arr.dtype.kind == "i" and arr.min() < 0:
-        raise InvalidInput("ids must be non-negative")
-    if n is not None and arr.shape[0] != n:
-        raise InvalidInput(f"got {arr.shape[0]} ids for {n} vectors")
-    return arr.astype(np.uint64)
-
-
 def as_metadata(metadata: object, n: int) -> Any:
     """User metadata as a ``pyarrow.Table`` of ``n`` rows (the shards validate its columns)."""
     if metadata is None:

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import as_ids
 from ..errors import Conflict, DimensionMismatch, EmptyInput, InvalidInput, UnknownIds
 from ..index import Index, IVFConfig
 from . import layout as lay
-from .checks import as_ids, as_metadata, as_vectors, null_table, preview, take_meta
+from .checks import as_metadata, as_vectors, null_table, preview, take_meta
 from .errors import PartialWrite, ShardUnavailable
 from .merge import empty_result, merge_topk
 from .placement import CONCURRENCY_GROUPS, ReplicaSlot, make_placement_groups

@@ -18,7 +18,7 @@ from ..errors import EmptyInput
 from ..quantizers import Quantizer
 from .config import IndexConfig
 from .ivf import CoarseQuantizer
-from .metric import Metric
+from .metric import Metric, get_metric
 from .scanners import Scanner, scanner_for
 
 #: Rows are encoded and written in chunks of this many vectors.
@@ -134,3 +134,24 @@ def fit_codecs(x: np.ndarray, config: IndexConfig) -> tuple[dict[str, bytes], In
         target = x - scan_q.decode(scan_q.encode(x)) if config.residual else x
         blobs["rescore"] = rescore_q.fit(target).to_bytes()
     return blobs, config
+
+
+def store_layout(cfg: IndexConfig) -> Any:
+    """The :class:`~vqsearch.storage.StoreConfig` of a new index: one code column per quantiser (its width and
+    codec named), the IVF list column and squared norms where the metric needs them.  Raises on a bad spec."""
+    from ..storage import StoreConfig
+
+    scan_q = quantizers.get(cfg.scan)
+    rescore_q = quantizers.get(cfg.rescore) if cfg.rescore else None
+    columns = {"scan": scan_q.code_size_for(cfg.dim)}
+    codecs = {"scan": f"{scan_q.spec} codec {scan_q.codec_id} v{scan_q.format_version}"}
+    if rescore_q is not None:
+        columns["rescore"] = rescore_q.code_size_for(cfg.dim)
+        codecs["rescore"] = f"{rescore_q.spec} codec {rescore_q.codec_id} v{rescore_q.format_version}"
+    extra = {}
+    if cfg.ivf is not None:
+        extra["list"] = "int32"
+    if get_metric(cfg.metric).uses_norms:
+        extra["norm2"] = "float32"
+    return StoreConfig(code_columns=columns, dim=cfg.dim, vector_dtype=None, config=cfg.to_json(),
+                       extra_columns=extra, codecs=codecs, cluster_by="list" if cfg.ivf is not None else None)

@@ -33,14 +33,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .. import parallel, quantizers
-from .._validation import as_float_matrix
+from .. import parallel
+from .._validation import as_float_matrix, as_ids
 from ..errors import Conflict, EmptyInput, InvalidInput
 from ..quantizers import Quantizer
-from .codecs import Codecs, fit_codecs
+from .codecs import Codecs, fit_codecs, store_layout
 from .config import DEFAULT_OVERSAMPLE, DEFAULT_RESCORE, DEFAULT_SCAN, PRESETS, UNSET, IndexConfig, check_target_recall
 from .ivf import IVFConfig
 from .metric import Metric, MetricLike, get_metric
+from .progress import describe_stage, write_progress_bar
 from .protocols import SnapshotLike, StoreLike
 from .results import SearchResult, padded
 from .searcher import Searcher, SegmentCache
@@ -49,10 +50,6 @@ from .tuning import TUNING_BLOBS, RecallTuning, RecallWarning
 
 __all__ = ["DEFAULT_OVERSAMPLE", "DEFAULT_RESCORE", "DEFAULT_SCAN", "PRESETS", "Index", "IndexConfig", "RecallWarning",
            "SearchResult"]
-
-#: With ``progress=None`` (the default), the bar of a write appears only once it has run this many seconds.
-PROGRESS_DELAY = 1.0
-
 
 class Index:
     """A quantised vector index; use :meth:`create` or :meth:`open`, not the constructor."""
@@ -122,31 +119,17 @@ class Index:
             cannot reach the target it says so with a :class:`RecallWarning` naming the estimate and what
             would reach it; ``stats()`` reports ``estimated_recall`` and ``recall_warning``.
         """
-        from ..storage import Store, StoreConfig
+        from ..storage import Store
 
         cfg = IndexConfig.from_arguments(dim=dim, metric=metric, preset=preset, scan=scan, rescore=rescore,
                                          ivf=ivf, oversample=oversample, residual=residual,
                                          target_recall=target_recall)
-        # Validate the specs now, so that a typo fails at create time and not at the first add.
-        scan_q = quantizers.get(cfg.scan)
-        rescore_q = quantizers.get(cfg.rescore) if cfg.rescore else None
+        layout = store_layout(cfg)  # validates the specs now, so that a typo fails at create time, not at add
         tmpdir = None
         if path is None:
             tmpdir = tempfile.mkdtemp(prefix="vqsearch-")
             path = Path(tmpdir) / "index"
-        columns = {"scan": scan_q.code_size_for(cfg.dim)}
-        codecs = {"scan": f"{scan_q.spec} codec {scan_q.codec_id} v{scan_q.format_version}"}
-        if rescore_q is not None:
-            columns["rescore"] = rescore_q.code_size_for(cfg.dim)
-            codecs["rescore"] = f"{rescore_q.spec} codec {rescore_q.codec_id} v{rescore_q.format_version}"
-        extra = {}
-        if cfg.ivf is not None:
-            extra["list"] = "int32"
-        if get_metric(cfg.metric).uses_norms:
-            extra["norm2"] = "float32"
-        store = Store.create(path, StoreConfig(code_columns=columns, dim=cfg.dim, vector_dtype=None,
-                                               config=cfg.to_json(), extra_columns=extra, codecs=codecs,
-                                               cluster_by="list" if cfg.ivf is not None else None))
+        store = Store.create(path, layout)
         return cls(store, tmpdir=tmpdir)
 
     @classmethod
@@ -289,19 +272,6 @@ class Index:
         return self
 
     # ------------------------------------------------------------ writes
-    def _ids_array(self, ids: object, n: int | None = None) -> np.ndarray:
-        arr = np.asarray(ids)
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-            raise InvalidInput(f"ids must be a 1-D array of non-negative integers, got shape {arr.shape} "
-                               f"dtype {arr.dtype}")
-        if arr.size and arr.dtype.kind == "i" and arr.min() < 0:
-            raise InvalidInput("ids must be non-negative")
-        if n is not None and arr.shape[0] != n:
-            raise InvalidInput(f"got {arr.shape[0]} ids for {n} vectors")
-        return arr.astype(np.uint64)
-
     def encode(self, vectors: np.ndarray) -> EncodedVectors:
         """Encode vectors with this index's trained state without writing them; pass the result to ``add`` or
         ``upsert`` of any index with the same :attr:`state_id` (e.g. encode on many workers, commit on one)."""
@@ -330,7 +300,7 @@ class Index:
             start = self._peek_next_id()
             ids_arr = np.arange(start, start + n, dtype=np.uint64)
         else:
-            ids_arr = self._ids_array(ids, n)
+            ids_arr = as_ids(ids, n)
         if np.unique(ids_arr).shape[0] != n:
             raise InvalidInput("duplicate ids in one batch")
         blobs = new_cfg = None
@@ -341,23 +311,23 @@ class Index:
             columns, extra = encoded.columns, encoded.extra
         else:
             x = self._metric.prepare(x)
-            bar = _progress_bar(n, progress)
+            bar = write_progress_bar(n, progress)
         try:
             if encoded is None:
                 with parallel.threads_for():
                     if not self.is_trained:  # train on this batch; the states are committed with its rows
-                        _describe(bar, "training")
+                        describe_stage(bar, "training")
                         blobs, new_cfg = fit_codecs(x, self._config)
                         self._config = new_cfg
                         self._set_codecs(Codecs.from_blobs(blobs, new_cfg))
-                    _describe(bar, "encoding")
+                    describe_stage(bar, "encoding")
                     columns, extra = self._codecs.encode_rows(x, self._metric, bar)
                     tuning = self._tuning.after_write(x, ids_arr, self._metric)
             write_blobs = blobs
             tuning_blobs = tuning.blobs()
             if blobs is not None or any(self._store.blobs.get(name) != b for name, b in tuning_blobs.items()):
                 write_blobs = {**(self._store.blobs if blobs is None else blobs), **tuning_blobs}
-            _describe(bar, "writing")
+            describe_stage(bar, "writing")
             self._store.write(ids_arr, columns, vectors=None, metadata=metadata, extra=extra or None,
                               upsert=upsert, blobs=write_blobs,
                               config=None if new_cfg is None else new_cfg.to_json())
@@ -399,7 +369,7 @@ class Index:
         any subset of the existing columns plus new ones (see :meth:`update_metadata`).
 
         ``progress``: ``None`` (default) shows a tqdm bar (training, encoding, writing) only when the call
-        runs longer than :data:`PROGRESS_DELAY` seconds, ``True`` always, ``False`` never.
+        runs longer than :data:`~vqsearch.index.progress.PROGRESS_DELAY` seconds, ``True`` always, ``False`` never.
         """
         return self._write(vectors, ids, metadata, upsert=False, progress=progress)
 
@@ -416,7 +386,7 @@ class Index:
         null); ``None`` sets nulls.  Raises ``UnknownIds`` (changing nothing) if an id is not present.
         """
         self._snapshot()
-        arr = self._ids_array(ids)
+        arr = as_ids(ids)
         if arr.size == 0:
             raise EmptyInput("no ids to update")
         self._store.update_metadata(arr, values)
@@ -424,7 +394,7 @@ class Index:
     def delete(self, ids: object) -> None:
         """Delete ids; raises ``UnknownIds`` (changing nothing) if any id is not in the index."""
         self._snapshot()
-        arr = self._ids_array(ids)
+        arr = as_ids(ids)
         if arr.size == 0:
             raise EmptyInput("no ids to delete")
         self._store.delete(arr)
@@ -632,18 +602,3 @@ class Index:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = sum(q.decode(rows.columns[column]) for q, column in self._codecs.reconstruction_parts())
         return np.ascontiguousarray(out, dtype=np.float32)
-
-
-def _progress_bar(n: int, progress: bool | None) -> Any:
-    """A tqdm bar over ``n`` rows for a write (``None`` when ``progress`` is False); see :meth:`Index.add`."""
-    if progress is False:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=n, unit="vec", unit_scale=True, desc="adding", leave=False,
-                delay=0.0 if progress else PROGRESS_DELAY)
-
-
-def _describe(bar: Any, stage: str) -> None:
-    if bar is not None:
-        bar.set_description(stage, refresh=False)

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import InvalidCodes, InvalidSpec
 from ..kernels import e8 as _k
+from ..kernels import e8_ball as _kb
 from .base import Quantizer, check_choice
 from .e8_codebook import (
     BALL_LUT_MAX_BITS,
@@ -282,7 +283,7 @@ class E8Ball(_ScaledLattice):
         s, inv = self._encode_scales(xw)
         t = e8_ball_tables(self._nbits)
         idx = np.empty((n, nb), dtype=np.int64)
-        _k.e8_ball_encode_rows(xw, s, t.keys, t.cid_by_key, t.offsets, t.leaders, t.nsign_log2,
+        _kb.e8_ball_encode_rows(xw, s, t.keys, t.cid_by_key, t.offsets, t.leaders, t.nsign_log2,
                                FACTORIALS, idx)
         body = np.empty((n, (nb * self._nbits + 7) // 8), dtype=np.uint8)
         _k.pack_bits_rows(idx, self._nbits, body)
@@ -296,9 +297,9 @@ class E8Ball(_ScaledLattice):
         _k.unpack_bits_rows(codes, self._nbits, idx)
         out = np.empty((n, self._d_work), dtype=np.float32)
         if self._nbits <= BALL_LUT_MAX_BITS:
-            bad = _k.e8_lut_decode_rows(idx, e8_ball_lut(self._nbits), mult, out)
+            bad = _kb.e8_lut_decode_rows(idx, e8_ball_lut(self._nbits), mult, out)
         else:
-            bad = _k.e8_ball_decode_rows(idx, t.offsets, t.leaders, t.nsign_log2, FACTORIALS, mult, out)
+            bad = _kb.e8_ball_decode_rows(idx, t.offsets, t.leaders, t.nsign_log2, FACTORIALS, mult, out)
         if bad:
             raise InvalidCodes(f"e8:bits={self.bits:g}: {bad} block indices exceed the codebook size {t.size}")
         return out

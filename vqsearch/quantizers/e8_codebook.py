@@ -29,7 +29,7 @@ union of all full shells whose cumulative count fits in 2^nbits, plus whole *cla
 shell added greedily (largest class first, ties by key) while they still fit, plus the first
 ranks of the largest class left over, so that the codebook has exactly 2^nbits points (every
 code is valid).  A class is the orbit of a sorted abs pattern under permutations and
-lattice-preserving sign changes; points are ranked class by class (see :mod:`vqsearch.kernels.e8`);
+lattice-preserving sign changes; points are ranked class by class (see :mod:`vqsearch.kernels.e8_ball`);
 a truncated class keeps its lowest in-class ranks.  Tables are built lazily and cached
 (``functools.cache``); sizes for every supported width are in :data:`BALL_TABLE_NOTE`.  Widths
 up to 20 bits (2.5 bits/dim) also get a point table for fast decoding (:func:`e8_ball_lut`,
@@ -268,7 +268,7 @@ def e8_ball_lut(nbits: int) -> np.ndarray:
     Only for ``nbits ≤ BALL_LUT_MAX_BITS``: decoding by table lookup is several times faster than
     unranking, and the table is small there.
     """
-    from ..kernels.e8 import e8_ball_unrank
+    from ..kernels.e8_ball import e8_ball_unrank
 
     if nbits > BALL_LUT_MAX_BITS:
         raise ValueError(f"no lookup table above {BALL_LUT_MAX_BITS} bits per block, got {nbits}")

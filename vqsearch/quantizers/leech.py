@@ -27,7 +27,7 @@ Code of one 24-D block at R = 24·bits bits (LLVQ-style shape–gain, quantizers
 * gain: one of L = ⌊2^R / (|Λ24(M)| − 1)⌋ levels (1-D Lloyd–Max fitted on the training
   blocks' optimal gains ‖x‖·cos), nearest to ‖x‖·cos (optimal for the chosen shape);
 * index: ``(rank(v) − 1)·L + g`` < 2^R, where ``rank`` is the exact ranking of the codebook
-  (:mod:`vqsearch.kernels.leech`; origin = rank 0, not a shape).  It is a bijection computed
+  (:mod:`vqsearch.kernels.leech_codes`; origin = rank 0, not a shape).  It is a bijection computed
   from small DP count tables, so the codebook is never materialised.
 
 Defaults per rate (MSE per scalar on i.i.d. N(0,1), 16 384 blocks, benchmarks/rate_distortion.py;
@@ -74,6 +74,7 @@ import numpy as np
 
 from ..errors import InvalidCodes, InvalidInput, InvalidSpec
 from ..kernels import leech as kl
+from ..kernels import leech_codes as kc
 from . import golay
 from .base import Quantizer, check_choice
 from .registry import register
@@ -138,17 +139,17 @@ class LeechBall:
         """Ball ranks of J points (k, 24) as Python ints; -1 for points outside the ball/lattice."""
         v = np.ascontiguousarray(points, dtype=np.int64).reshape(-1, BLOCK)
         out = np.empty((v.shape[0], 2), dtype=np.int64)
-        kl.rank_points(v, golay_words(), *self.tables, self.F, self.offs, out)
-        return [-1 if h < 0 else (int(h) << kl.LIMB) + int(lo) for h, lo in out]
+        kc.rank_points(v, golay_words(), *self.tables, self.F, self.offs, out)
+        return [-1 if h < 0 else (int(h) << kc.LIMB) + int(lo) for h, lo in out]
 
     def unrank(self, ranks: list[int] | np.ndarray) -> np.ndarray:
         """J points (k, 24) int64 of the given ranks (each in [0, size))."""
         rs = [int(r) for r in ranks]
         if any(r < 0 or r >= self.size for r in rs):
             raise InvalidInput(f"ball ranks must lie in [0, {self.size})")
-        limbs = np.array([[r >> kl.LIMB, r & kl.MASK] for r in rs], dtype=np.int64).reshape(-1, 2)
+        limbs = np.array([[r >> kc.LIMB, r & kc.MASK] for r in rs], dtype=np.int64).reshape(-1, 2)
         out = np.zeros((len(rs), BLOCK), dtype=np.int64)
-        kl.unrank_points(limbs, golay_words(), *self.tables, self.F, self.offs, out)
+        kc.unrank_points(limbs, golay_words(), *self.tables, self.F, self.offs, out)
         return out
 
     def best_directions(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,8 +244,8 @@ def _count_tables(top: int) -> tuple:
                     new[q:, 1] += prev[: B + 1 - q, 1 - p]
                 g[ell, n1] = new
         for (ell, n1), arr in g.items():  # object arrays of exact Python ints → two limbs
-            F[m, ell, n1, : B + 1, :, 0] = (arr >> kl.LIMB).astype(np.int64)
-            F[m, ell, n1, : B + 1, :, 1] = (arr & kl.MASK).astype(np.int64)
+            F[m, ell, n1, : B + 1, :, 0] = (arr >> kc.LIMB).astype(np.int64)
+            F[m, ell, n1, : B + 1, :, 1] = (arr & kc.MASK).astype(np.int64)
         for w in (0, 8, 12, 16, 24):
             full[m, w] = g[24, w]
     for arr in (val, cost, par, nval, F):
@@ -279,9 +280,9 @@ def leech_ball(shells: int, extra: int = 0) -> LeechBall:
     offs = np.zeros((8193, 2), dtype=np.int64)
     acc = 0
     for kappa in range(8192):
-        offs[kappa] = (acc >> kl.LIMB, acc & kl.MASK)
+        offs[kappa] = (acc >> kc.LIMB, acc & kc.MASK)
         acc += big[kappa] if extended[kappa] else small[kappa]
-    offs[8192] = (acc >> kl.LIMB, acc & kl.MASK)
+    offs[8192] = (acc >> kc.LIMB, acc & kc.MASK)
     for arr in (cbud, offs):
         arr.setflags(write=False)
     return LeechBall(shells, extra, val, cost, par, nval, cbud, F, offs, acc, *_probe_groups(top))
@@ -474,13 +475,13 @@ class Leech(Quantizer):
             blocks = (part.astype(np.float64) / div[:, None]).reshape(-1, BLOCK)
             pts, gains = self._search(blocks)
             ranks = np.empty((blocks.shape[0], 2), dtype=np.int64)
-            kl.rank_points(pts, golay_words(), *self.ball.tables, self.ball.F, self.ball.offs, ranks)
+            kc.rank_points(pts, golay_words(), *self.ball.tables, self.ball.F, self.ball.offs, ranks)
             if np.any(ranks[:, 0] < 0):  # search invariant: every answer is a ball point
                 raise RuntimeError("leech search returned a point outside the ball")
             out = codes[start:start + step]
             if self.scale == "vector":
                 out[:, :2] = scales.astype("<f2").view(np.uint8).reshape(-1, 2)
-            kl.pack_codes(ranks, self._gain_index(gains), self.levels, self.block_bits, nb, self._byte_off, out)
+            kc.pack_codes(ranks, self._gain_index(gains), self.levels, self.block_bits, nb, self._byte_off, out)
         return codes
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
@@ -494,8 +495,8 @@ class Leech(Quantizer):
         size = self.ball.size - 1
         out = np.empty((n, self._d_work), dtype=np.float32)
         bad = np.zeros(n, dtype=np.uint8)
-        kl.decode_rows(codes, self._byte_off, self._d_work // BLOCK, self.block_bits, self.levels,
-                       self.gain_values, scales, size >> kl.LIMB, size & kl.MASK, golay_words(),
+        kc.decode_rows(codes, self._byte_off, self._d_work // BLOCK, self.block_bits, self.levels,
+                       self.gain_values, scales, size >> kc.LIMB, size & kc.MASK, golay_words(),
                        *self.ball.tables, self.ball.F, self.ball.offs, out, bad)
         if bad.any():
             raise InvalidCodes(f"leech codes of {int(bad.sum())} vector(s) (first: row {int(np.argmax(bad))})"
