@@ -57,7 +57,8 @@ class LiveServer:
         self.sock.close()
 
     def client(self, headers: dict[str, str] | None = None) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60.0)
+        # generous: the first write or search of a cold run compiles kernels on a busy 2-core machine
+        return httpx.Client(base_url=self.url, headers=headers, timeout=300.0)
 
 
 def settings_for(data_dir: Path, **kw: Any) -> Settings:
