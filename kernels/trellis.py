@@ -14,7 +14,9 @@ The argmin ``p`` is the back-pointer (one uint8 per ``j`` and step, ``n·M`` byt
 block).  Costs are float32.  Phase 1 reads ``P`` contiguous rows of the cost vector;
 phase 2 writes each ``m_t(j)`` to ``P`` consecutive states.  Both are specialised
 (unrolled) for small ``P`` because LLVM vectorises an unrolled body over ``j`` far
-better than a short runtime-length inner loop.  Per step the two passes stream three
+better than a short runtime-length inner loop; phase 1 runs its 8-row body P/8 times for
+larger ``P``, and stores every result (a store only where a row wins becomes a masked vector
+store, which AMD Zen executes many times slower than Intel).  Per step the two passes stream three
 2^L float32 vectors (old costs, code values, new costs: 768 KiB at L = 16, inside a
 typical 1 MiB L2), so the encoder is bound by L2 bandwidth, not arithmetic.  ``fastmath``
 made no measurable difference and is off, which keeps results bit-reproducible.  The
@@ -126,22 +128,59 @@ def _min_pred_8(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int) -> None
 
 
 @njit(cache=True, nogil=True)
-def _min_pred_any(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int, P: int) -> None:
-    # p-outer: every pass streams one contiguous row (slices avoid the negative-index
-    # fix-up that otherwise turns the loads into gathers).
-    r0 = prev[0:M]
-    for j in range(M):
-        m[j] = r0[j]
-        bp[j] = 0
-    for p in range(1, P):
-        row = prev[p * M:(p + 1) * M]
-        pp = np.uint8(p)
+def _min_pred_by_8(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int, P: int) -> None:
+    # P a multiple of 8 above 8: P/8 passes of the 8-row body, each starting from the running minimum in
+    # m/bp.  Every store is unconditional: a p-outer loop that stores only where a row wins becomes masked
+    # vector stores (vmaskmovps), which are microcoded and many times slower on AMD Zen than on Intel.
+    _min_pred_8(prev, m, bp, M)
+    for g in range(1, P // 8):
+        base = 8 * g * M
+        r0 = prev[base:base + M]
+        r1 = prev[base + M:base + 2 * M]
+        r2 = prev[base + 2 * M:base + 3 * M]
+        r3 = prev[base + 3 * M:base + 4 * M]
+        r4 = prev[base + 4 * M:base + 5 * M]
+        r5 = prev[base + 5 * M:base + 6 * M]
+        r6 = prev[base + 6 * M:base + 7 * M]
+        r7 = prev[base + 7 * M:base + 8 * M]
+        p0 = np.int32(8 * g)
         for j in range(M):
-            v = row[j]
-            mj = m[j]
-            lt = v < mj
-            m[j] = v if lt else mj
-            bp[j] = pp if lt else bp[j]
+            best = m[j]
+            arg = np.int32(bp[j])
+            v = r0[j]
+            lt = v < best
+            best = v if lt else best
+            arg = p0 if lt else arg
+            v = r1[j]
+            lt = v < best
+            best = v if lt else best
+            arg = p0 + 1 if lt else arg
+            v = r2[j]
+            lt = v < best
+            best = v if lt else best
+            arg = p0 + 2 if lt else arg
+            v = r3[j]
+            lt = v < best
+            best = v if lt else best
+            arg = p0 + 3 if lt else arg
+            v = r4[j]
+            lt = v < best
+            best = v if lt else best
+            arg = p0 + 4 if lt else arg
+            v = r5[j]
+            lt = v < best
+            best = v if lt else best
+            arg = p0 + 5 if lt else arg
+            v = r6[j]
+            lt = v < best
+            best = v if lt else best
+            arg = p0 + 6 if lt else arg
+            v = r7[j]
+            lt = v < best
+            best = v if lt else best
+            arg = p0 + 7 if lt else arg
+            m[j] = best
+            bp[j] = np.uint8(arg)
 
 
 @njit(cache=True, nogil=True)
@@ -152,8 +191,8 @@ def _min_pred(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int, P: int) -
         _min_pred_4(prev, m, bp, M)
     elif P == 8:
         _min_pred_8(prev, m, bp, M)
-    else:
-        _min_pred_any(prev, m, bp, M, P)
+    else:  # P = 2^kv, a multiple of 8 from here on
+        _min_pred_by_8(prev, m, bp, M, P)
 
 
 # ----------------------------------------------------------------------------- phase 2
