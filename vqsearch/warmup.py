@@ -20,7 +20,7 @@ from __future__ import annotations
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +49,11 @@ class WarmupStep:
 
 def warmup(presets: Sequence[str] = ("default",), metrics: Sequence[str] = ("cosine",), *,
            ivf: Sequence[bool] = (False, True), dim: int = WARMUP_DIM, rows: int = WARMUP_ROWS,
-           on_step: object = None) -> list[WarmupStep]:
+           on_step: Callable[[WarmupStep], object] | None = None) -> list[WarmupStep]:
     """Compile (or load from numba's cache) the kernels that indexes of these presets and metrics run.
 
-    Returns one :class:`WarmupStep` per (preset, metric, ivf); ``on_step`` (a callable) is called with each
-    as it finishes.  Raises ``ValueError`` for an unknown preset or metric before any work.
+    Returns one :class:`WarmupStep` per (preset, metric, ivf); ``on_step`` is called with each as it
+    finishes.  Raises ``ValueError`` for an unknown preset or metric before any work.
     """
     unknown = [p for p in presets if p not in PRESETS] + [m for m in metrics if m not in METRICS]
     if unknown:
@@ -73,7 +73,7 @@ def warmup(presets: Sequence[str] = ("default",), metrics: Sequence[str] = ("cos
                     _exercise(path, x, group, preset=preset, metric=metric, with_ivf=with_ivf)
                     step = WarmupStep(preset, metric, with_ivf, time.perf_counter() - t0)
                     steps.append(step)
-                    if callable(on_step):
+                    if on_step is not None:
                         on_step(step)
     return steps
 
