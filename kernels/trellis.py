@@ -132,6 +132,8 @@ def _min_pred_by_8(prev: np.ndarray, m: np.ndarray, bp: np.ndarray, M: int, P: i
     # P a multiple of 8 above 8: P/8 passes of the 8-row body, each starting from the running minimum in
     # m/bp.  Every store is unconditional: a p-outer loop that stores only where a row wins becomes masked
     # vector stores (vmaskmovps), which are microcoded and many times slower on AMD Zen than on Intel.
+    # The body repeats _min_pred_8's on purpose: one shared 8-row helper with a runtime row offset, used
+    # by both, was slower (benchmarks/RESULTS.md, "Kernel design measurements").
     _min_pred_8(prev, m, bp, M)
     for g in range(1, P // 8):
         base = 8 * g * M

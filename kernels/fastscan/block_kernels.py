@@ -71,6 +71,11 @@ class KernelSet:
         self._numba_type_ = KernelSetType(self.avx2, self.avx512, self.vbmi)
 
     @property
+    def numba_type(self) -> KernelSetType:
+        """The set's numba type (the instruction sets select code at compile time)."""
+        return self._numba_type_
+
+    @property
     def name(self) -> str:
         """The widest instruction set of the set (``"vbmi"``, ``"avx512"``, ``"avx2"``, ``"scalar"``)."""
         return "vbmi" if self.vbmi else "avx512" if self.avx512 else "avx2" if self.avx2 else "scalar"
@@ -102,7 +107,7 @@ def available_kernel_sets() -> dict[str, KernelSet]:
 
 @typeof_impl.register(KernelSet)
 def _typeof_kernel_set(val, c):
-    return val._numba_type_
+    return val.numba_type
 
 
 register_model(KernelSetType)(models.OpaqueModel)

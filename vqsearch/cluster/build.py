@@ -9,8 +9,7 @@ straight from the object store and commits them as one atomic write.
 
 from __future__ import annotations
 
-import logging
-import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,15 +17,18 @@ import numpy as np
 from ..errors import DimensionMismatch, EmptyInput, InvalidInput
 from ..index import Index
 from . import inputs as inp
+from .checks import take_meta
 from .routing import group_by_shard
 from .runtime import prepare_worker, require_ray, worker_runtime_env
-
-LOG = logging.getLogger(__name__)
 
 #: Vectors the driver trains on in a bulk build (at most).
 TRAIN_SAMPLE = 262_144
 #: CPUs one encoding task holds (its numba kernels run on as many threads).
 ENCODE_CPUS = 1
+#: An add of at most this many rows per shard is encoded on the driver; larger ones in Ray tasks.
+LOCAL_ENCODE_MAX = 8192
+#: Rows per encoding task of a large add.
+ENCODE_CHUNK = 32_768
 
 # Per worker process: indexes holding a trained state, by state id, so that a worker encoding many pieces
 # loads the state once.
@@ -113,13 +115,21 @@ def encode_remote(state: Any, options: dict[str, Any], x: Any, ids: np.ndarray, 
     return task.remote(state, options, x, ids, metadata)
 
 
-def add_files(sx: Any, files: Any, *, vector_column: str = "vector", id_column: str | None = "id",
-              metadata_columns: list[str] | None = None, train_size: int = TRAIN_SAMPLE,
-              timeout: float | None = None) -> int:
-    """Bulk-add the rows of ``files`` to the sharded collection ``sx`` (see :meth:`ShardedIndex.add_files`)."""
-    ray = require_ray()
-    timeout = sx._replicas.timeout if timeout is None else timeout
-    t0 = time.perf_counter()
+@dataclass(frozen=True)
+class BulkInput:
+    """The planned pieces of a bulk add and the columns read from them (see :func:`plan_input`)."""
+
+    pieces: list
+    rows: int
+    vector_column: str
+    id_column: str | None
+    metadata_columns: list[str]
+
+
+def plan_input(files: Any, dim: int, *, vector_column: str = "vector", id_column: str | None = "id",
+               metadata_columns: list[str] | None = None) -> BulkInput:
+    """Plan the pieces of ``files`` from their footers and check their columns and dimension; no rows are read.
+    A missing ``id_column`` means ids are assigned; ``metadata_columns=None`` takes every other column."""
     pieces = inp.plan_pieces(inp.expand_inputs(files))
     total = sum(p.rows for p in pieces)
     if total == 0:
@@ -134,35 +144,44 @@ def add_files(sx: Any, files: Any, *, vector_column: str = "vector", id_column: 
             metadata_columns = [c for c in schema.names if c not in (vector_column, id_column)]
     else:
         id_column, metadata_columns = None, []
-    dim = inp.input_dim(pieces[0], vector_column)
-    if dim != sx.dim:
-        raise DimensionMismatch(f"input vectors have dimension {dim}, the collection {sx.dim}")
-    with sx._write_lock:
-        if not sx.is_trained:
-            sx._train(inp.read_sample(pieces, train_size, vector_column))
-        id_base = None if id_column else int(sx._reserve_ids(total)[0])
-        state = ray.put(sx.trained_state())
-        options = {"dim": sx.dim, "metric": sx.metric, **sx._layout.index_options}
-        task = ray.remote(num_cpus=ENCODE_CPUS, runtime_env=worker_runtime_env(), max_retries=2,
-                          num_returns=2 * sx.shards)(read_and_encode)
-        outputs = [task.remote(p, state, options, sx.shards, id_base, vector_column, id_column, metadata_columns)
-                   for p in pieces]
-        parts = [[out[2 * s] for out in outputs] for s in range(sx.shards)]
-        id_refs = [[out[2 * s + 1] for out in outputs] for s in range(sx.shards)]
-        flat = wait_encoded([ref for refs in id_refs for ref in refs], timeout,
-                            cancel=[ref for out in outputs for ref in out])
-        ids_by_shard = [np.concatenate(flat[s * len(outputs):(s + 1) * len(outputs)]) for s in range(sx.shards)]
-        if id_column:  # ids from the files: check them before anything is written
-            every = np.concatenate(ids_by_shard)
-            if np.unique(every).shape[0] != every.shape[0]:
-                raise InvalidInput(f"column {id_column!r} of the input holds duplicate ids")
-            sx._refuse_existing(every)
-            sx._raise_next_id(int(every.max()) + 1)
-        calls = {s: ("write", ("add", parts[s], np.zeros(0, np.uint64), None), {}) for s in range(sx.shards)}
-        _, failed = sx._replicas.write(calls, timeout=timeout)
-        if failed:  # take the add back from the shards that committed it, then raise
-            bounds = np.cumsum([0] + [part.size for part in ids_by_shard])
-            groups = [np.arange(bounds[s], bounds[s + 1]) for s in range(sx.shards)]
-            sx._undo("add", calls, groups, np.concatenate(ids_by_shard), failed)
-    LOG.info("bulk add of %d rows in %d pieces: %.1f s", total, len(pieces), time.perf_counter() - t0)
-    return total
+    found = inp.input_dim(pieces[0], vector_column)
+    if found != dim:
+        raise DimensionMismatch(f"input vectors have dimension {found}, the collection {dim}")
+    return BulkInput(pieces, total, vector_column, id_column, list(metadata_columns))
+
+
+def read_training_sample(plan: BulkInput, size: int) -> np.ndarray:
+    """Up to ``size`` vectors drawn from the whole input, for training on the driver."""
+    return inp.read_sample(plan.pieces, size, plan.vector_column)
+
+
+def encode_input(plan: BulkInput, state: Any, options: dict[str, Any], shards: int, id_base: int | None,
+                 timeout: float) -> tuple[list[list], list[np.ndarray]]:
+    """Read and encode every piece in Ray tasks with the trained ``state`` (an object ref); returns, per shard,
+    the refs of its encoded parts and its ids (waited for, so that ids can be checked before any write)."""
+    ray = require_ray()
+    task = ray.remote(num_cpus=ENCODE_CPUS, runtime_env=worker_runtime_env(), max_retries=2,
+                      num_returns=2 * shards)(read_and_encode)
+    outputs = [task.remote(p, state, options, shards, id_base, plan.vector_column, plan.id_column,
+                           plan.metadata_columns) for p in plan.pieces]
+    parts = [[out[2 * s] for out in outputs] for s in range(shards)]
+    id_refs = [[out[2 * s + 1] for out in outputs] for s in range(shards)]
+    flat = wait_encoded([ref for refs in id_refs for ref in refs], timeout,
+                        cancel=[ref for out in outputs for ref in out])
+    ids_by_shard = [np.concatenate(flat[s * len(outputs):(s + 1) * len(outputs)]) for s in range(shards)]
+    return parts, ids_by_shard
+
+
+def encode_rows(template: Index, options: dict[str, Any], x: np.ndarray, ids: np.ndarray, metadata: Any,
+                state: list) -> Any:
+    """Codes of one shard's rows of an ``add``: encoded here with ``template`` when few, else a list of
+    (part, row count) refs of Ray tasks (encoded in parallel on the cluster; the replicas fetch them
+    directly).  ``state`` caches the trained state's object ref across the shards of one write."""
+    if x.shape[0] <= LOCAL_ENCODE_MAX:
+        return template.encode(x)
+    ray = require_ray()
+    if not state:
+        state.append(ray.put(template.trained_state()))
+    return [encode_remote(state[0], options, ray.put(x[s:s + ENCODE_CHUNK]), ids[s:s + ENCODE_CHUNK],
+                          take_meta(metadata, np.arange(s, min(s + ENCODE_CHUNK, x.shape[0]))))
+            for s in range(0, x.shape[0], ENCODE_CHUNK)]

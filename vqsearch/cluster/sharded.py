@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import numpy as np
 from .._validation import as_ids
 from ..errors import Conflict, DimensionMismatch, EmptyInput, InvalidInput, UnknownIds
 from ..index import Index, IVFConfig
+from . import build as bulk
 from . import layout as lay
 from .checks import as_metadata, as_vectors, null_table, preview, take_meta
 from .errors import PartialWrite, ShardUnavailable
@@ -35,10 +37,6 @@ from .runtime import ensure_connected, require_ray
 
 LOG = logging.getLogger(__name__)
 
-#: Writes of at most this many rows per shard are encoded on the driver; larger ones in Ray tasks.
-LOCAL_ENCODE_MAX = 8192
-#: Rows per encoding task.
-ENCODE_CHUNK = 32_768
 #: What each replica reserves in its placement bundle: logical memory, no CPU (replicas mostly wait; their
 #: searches use the node's cores in bursts, and the CPU-heavy encoding runs in tasks that do hold CPUs).
 REPLICA_RESOURCES = {"memory": 256 * 2**20}
@@ -165,12 +163,31 @@ class ShardedIndex:
                   metadata_columns: list[str] | None = None, train_size: int | None = None) -> int:
         """Bulk-add Parquet / Arrow IPC / ``.npy`` files (see :meth:`build`); returns the number of rows added.
         An untrained collection is trained first on a sample drawn from the whole input."""
-        from . import build as bulk
-
         self._check_open()
-        return bulk.add_files(self, inputs, vector_column=vector_column, id_column=id_column,
-                              metadata_columns=metadata_columns,
-                              train_size=bulk.TRAIN_SAMPLE if train_size is None else int(train_size))
+        t0 = time.perf_counter()
+        plan = bulk.plan_input(inputs, self.dim, vector_column=vector_column, id_column=id_column,
+                               metadata_columns=metadata_columns)
+        with self._write_lock:
+            if not self._template.is_trained:
+                self._train(bulk.read_training_sample(plan, bulk.TRAIN_SAMPLE if train_size is None else train_size))
+            id_base = None if plan.id_column else int(self._reserve_ids(plan.rows)[0])
+            state = require_ray().put(self._template.trained_state())
+            parts, ids_by_shard = bulk.encode_input(plan, state, self._index_options(), self.shards, id_base,
+                                                    self._replicas.timeout)
+            every = np.concatenate(ids_by_shard)
+            if plan.id_column:  # ids from the files: check them before anything is written
+                if np.unique(every).shape[0] != every.shape[0]:
+                    raise InvalidInput(f"column {plan.id_column!r} of the input holds duplicate ids")
+                self._refuse_existing(every)
+                self._raise_next_id(int(every.max()) + 1)
+            calls = {s: ("write", ("add", parts[s], np.zeros(0, np.uint64), None), {}) for s in range(self.shards)}
+            _, failed = self._replicas.write(calls)
+            if failed:  # take the add back from the shards that committed it, then raise
+                bounds = np.cumsum([0] + [part.size for part in ids_by_shard])
+                groups = [np.arange(bounds[s], bounds[s + 1]) for s in range(self.shards)]
+                self._undo("add", calls, groups, every, failed)
+        LOG.info("bulk add of %d rows in %d pieces: %.1f s", plan.rows, len(plan.pieces), time.perf_counter() - t0)
+        return plan.rows
 
     @classmethod
     def open(cls, root: str | Path, *, address: str | None = None, timeout: float = DEFAULT_TIMEOUT,
@@ -350,35 +367,22 @@ class ShardedIndex:
             for shard, rows in enumerate(groups):
                 if rows.size:
                     part = take_meta(table, rows)
-                    encoded = self._encode(x[rows], ids_arr[rows], part, state)
+                    encoded = bulk.encode_rows(self._template, self._index_options(), x[rows], ids_arr[rows], part,
+                                          state)
                     if isinstance(encoded, list):  # (part, row count) refs of encoding tasks
                         tasks += encoded
                         encoded = [ref for ref, _ in encoded]
                     calls[shard] = ("write", (mode, encoded, ids_arr[rows], part), {})
             if tasks:
-                from .build import wait_encoded
-
-                wait_encoded([n for _, n in tasks], self._replicas.timeout, cancel=[p for p, _ in tasks])
+                bulk.wait_encoded([n for _, n in tasks], self._replicas.timeout, cancel=[p for p, _ in tasks])
             _, failed = self._replicas.write(calls)
             if failed:
                 self._undo(mode, calls, groups, ids_arr, failed)
         return ids_arr
 
-    def _encode(self, x: np.ndarray, ids: np.ndarray, metadata: Any, state: list) -> Any:
-        """Codes of one shard's rows: encoded here when few, else a list of Ray task results (encoded in
-        parallel on the cluster; the replicas fetch them directly).  ``state`` caches the trained state's
-        object ref for the tasks of one write."""
-        if x.shape[0] <= LOCAL_ENCODE_MAX:
-            return self._template.encode(x)
-        from .build import encode_remote
-
-        ray = require_ray()
-        if not state:
-            state.append(ray.put(self._template.trained_state()))
-        opts = {"dim": self.dim, "metric": self.metric, **self._layout.index_options}
-        return [encode_remote(state[0], opts, ray.put(x[s:s + ENCODE_CHUNK]), ids[s:s + ENCODE_CHUNK],
-                              take_meta(metadata, np.arange(s, min(s + ENCODE_CHUNK, x.shape[0]))))
-                for s in range(0, x.shape[0], ENCODE_CHUNK)]
+    def _index_options(self) -> dict[str, Any]:
+        """``Index.create`` options of the replicas' indexes (encoding tasks build their encoder with them)."""
+        return {"dim": self.dim, "metric": self.metric, **self._layout.index_options}
 
     def _undo(self, mode: str, calls: dict, groups: list[np.ndarray], ids: np.ndarray,
               failed: dict[int, Exception]) -> None:
