@@ -41,21 +41,6 @@ def collection_path(name: str, *parts: str) -> str:
     return "/".join(("/v1/collections", name, *parts))
 
 
-def ids_array(ids: object, n: int | None = None, what: str = "ids") -> np.ndarray:
-    """Validated uint64 ids (1-D, non-negative, ``n`` of them when given)."""
-    arr = np.asarray(ids)
-    if arr.ndim == 0:
-        arr = arr.reshape(1)
-    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-        raise InvalidInput(f"{what} must be a 1-D array of non-negative integers, got shape {arr.shape} "
-                           f"dtype {arr.dtype}")
-    if arr.size and arr.dtype.kind == "i" and int(arr.min()) < 0:
-        raise InvalidInput(f"{what} must be non-negative")
-    if n is not None and arr.shape[0] != n:
-        raise InvalidInput(f"got {arr.shape[0]} {what} for {n} points")
-    return arr.astype(np.uint64)
-
-
 def metadata_table(metadata: Any, n: int) -> pa.Table | None:
     """Metadata (pyarrow Table/RecordBatch, dict of columns, pandas DataFrame or None) as a table of n rows."""
     if metadata is None:

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
-from .._validation import as_float_matrix
+from .._validation import as_float_matrix, as_ids
 from ..errors import EmptyInput, InvalidInput, UnknownIds
 from ..index.results import SearchResult
 from ..storage import ScrollPage, VersionInfo
@@ -182,7 +182,7 @@ class RemoteCollection:
             start = int(self.info()["next_id"])
             id_arr = np.arange(start, start + n, dtype=np.uint64)
         else:
-            id_arr = calls.ids_array(ids, n)
+            id_arr = as_ids(ids, n)
         if np.unique(id_arr).shape[0] != n:
             raise InvalidInput("duplicate ids in one batch")
         meta = calls.metadata_table(metadata, n)
@@ -207,7 +207,7 @@ class RemoteCollection:
     def delete(self, ids: object) -> None:
         """Delete points by id; if an id is not in the collection nothing is deleted (``UnknownIds``)
         (for more than 100,000 ids, each request of 100,000 is atomic on its own)."""
-        arr = np.unique(calls.ids_array(ids))
+        arr = np.unique(as_ids(ids))
         if arr.size == 0:
             raise EmptyInput("no ids to delete")
         for s, e in calls.chunks(arr.size, calls.MAX_IDS):
@@ -217,7 +217,7 @@ class RemoteCollection:
         """Set metadata columns of existing points without re-encoding them (one atomic commit per 100,000 ids).
 
         ``values``: ``{column: values}``, a pyarrow Table or a pandas DataFrame, one row per id."""
-        arr = calls.ids_array(ids)
+        arr = as_ids(ids)
         if arr.size == 0:
             raise EmptyInput("no ids to update")
         table = calls.metadata_table(values, arr.size)
